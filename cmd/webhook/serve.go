@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	uberzap "go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/policy"
+	"github.com/pullgate/pullgate/pkg/resolve"
+)
+
+// MutatePath is where the Pod handler is served.
+const MutatePath = "/mutate-v1-pod"
+
+// credentialRefresh re-reads credential Secrets so a rotated password takes effect without a
+// policy change.
+const credentialRefresh = 2 * time.Minute
+
+type serveOptions struct {
+	policyPath  string
+	certDir     string
+	host        string
+	port        int
+	metricsAddr string
+	healthAddr  string
+	kubeconfig  string
+	namespace   string
+	verbosity   int
+}
+
+func parseServe(args []string) (serveOptions, error) {
+	o := serveOptions{namespace: os.Getenv("POD_NAMESPACE")}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.policyPath, "policy", "", "policy file (required); reloaded when it changes")
+	fs.StringVar(&o.certDir, "cert-dir", "", "directory with tls.crt and tls.key (required); reloaded when they change")
+	fs.StringVar(&o.host, "bind-address", "", "address the webhook listens on (default all)")
+	fs.IntVar(&o.port, "port", 9443, "webhook HTTPS port")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Prometheus /metrics address; 0 disables")
+	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address; 0 disables")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, and without either no namespace labels are read")
+	fs.StringVar(&o.namespace, "namespace", o.namespace, "pullgate's own namespace (default $POD_NAMESPACE): never mutated, and where credential secrets live")
+	fs.IntVar(&o.verbosity, "v", 0, "log verbosity; 1 logs every admission decision")
+	if err := fs.Parse(args); err != nil {
+		return o, usageError{"serve: " + err.Error()}
+	}
+	if o.policyPath == "" || o.certDir == "" {
+		return o, usageError{"serve: --policy and --cert-dir are required"}
+	}
+	return o, nil
+}
+
+func newLogger(w io.Writer, verbosity int) logr.Logger {
+	level := uberzap.NewAtomicLevelAt(zapcore.Level(-verbosity))
+	return zap.New(zap.WriteTo(w), zap.Level(level), zap.UseDevMode(false))
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parseServe(args)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(stderr, o.verbosity)
+	ctrllog.SetLogger(logger)
+	ctx = ctrllog.IntoContext(ctx, logger)
+
+	client, err := kubeClient(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	var labels mutate.NamespaceLabeler
+	sec := &secrets{namespace: o.namespace}
+	if client == nil {
+		logger.Info("No API server configured (no --kubeconfig, not in a cluster): namespace labels cannot be read, so rules with namespaceSelector never match and the pullgate.dev/mode label is ignored")
+	} else {
+		labels = newNamespaceLabels(ctx, client)
+		sec.client = client
+	}
+
+	res, err := resolve.New(resolve.Options{})
+	if err != nil {
+		return err
+	}
+	store := &policyStore{path: o.policyPath, log: logger.WithName("policy")}
+	store.onChange = func(c *policy.Compiled) { configureResolver(ctx, logger, res, c, sec) }
+	if _, err := store.load(); err != nil {
+		return err
+	}
+	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace})
+
+	server := webhook.NewServer(webhook.Options{
+		Host:    o.host,
+		Port:    o.port,
+		CertDir: o.certDir,
+		TLSOpts: []func(*tls.Config){hardenTLS},
+	})
+	recoverPanic := true
+	server.Register(MutatePath, &webhook.Admission{Handler: handler, RecoverPanic: &recoverPanic})
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return server.Start(ctx) })
+	g.Go(func() error { return store.watch(ctx) })
+	g.Go(func() error {
+		t := time.NewTicker(credentialRefresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				configureResolver(ctx, logger, res, store.Current(), sec)
+			}
+		}
+	})
+	if o.metricsAddr != "0" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
+		g.Go(func() error { return serveHTTP(ctx, o.metricsAddr, mux) })
+	}
+	if o.healthAddr != "0" {
+		g.Go(func() error { return serveHTTP(ctx, o.healthAddr, healthMux(store, server)) })
+	}
+	logger.Info("Serving", "port", o.port, "path", MutatePath, "policy", o.policyPath, "version", version)
+	return g.Wait()
+}
+
+// hardenTLS sets TLS 1.2 as the floor and turns HTTP/2 off: HTTP/2's rapid-reset and stream
+// floods (CVE-2023-44487) are not worth it for a webhook the API server calls over HTTP/1.1.
+func hardenTLS(c *tls.Config) {
+	c.MinVersion = tls.VersionTLS12
+	c.NextProtos = []string{"http/1.1"}
+}
+
+func configureResolver(ctx context.Context, logger logr.Logger, r *resolve.Resolver, c *policy.Compiled, sec *secrets) {
+	opts, err := resolverOptions(ctx, c, sec)
+	if err != nil {
+		// Partial settings still apply: one unreadable secret must not stop every other mirror.
+		logger.Error(err, "Resolver settings incomplete")
+	}
+	if err := r.Configure(opts); err != nil {
+		logger.Error(err, "Resolver settings rejected; keeping the previous ones")
+	}
+}
+
+// kubeClient returns nil, nil when there is no API server to talk to.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig: %w", err)
+		}
+	} else if cfg, err = rest.InClusterConfig(); errors.Is(err, rest.ErrNotInCluster) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("in-cluster config: %w", err)
+	}
+	cfg.UserAgent = "pullgate/" + version
+	return kubernetes.NewForConfig(cfg)
+}
+
+func healthMux(store *policyStore, server webhook.Server) *http.ServeMux {
+	started := server.StartedChecker()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if store.Current() == nil {
+			http.Error(w, "no policy loaded", http.StatusServiceUnavailable)
+			return
+		}
+		if err := started(r); err != nil {
+			http.Error(w, "webhook listener not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	return mux
+}
+
+// serveHTTP runs a plain HTTP server until ctx ends.
+func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+var _ admission.Handler = (*mutate.Handler)(nil)

@@ -1,0 +1,192 @@
+package mutate
+
+import (
+	"fmt"
+	"strings"
+
+	"gomodules.xyz/jsonpatch/v2"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// Limits on what a response carries. The API server truncates long warnings and caps their
+// total size, so a pod with hundreds of images gets a summary rather than a lost message.
+const (
+	maxWarnings         = 20
+	maxShownRef         = 120
+	maxAnnotationLength = 2048
+)
+
+// Actions, also the values of the metric label "action".
+const (
+	ActionRewrite    = "rewrite"
+	ActionPin        = "pin"
+	ActionPullPolicy = "pullPolicy"
+	ActionPullSecret = "pullSecret"
+)
+
+// Outcome is what the resolver said for one reference.
+type Outcome struct {
+	Resolution
+	Err error
+}
+
+// Change is one modification pullgate makes, or in audit mode would make.
+type Change struct {
+	Action string
+	Field  string
+	From   string
+	To     string
+}
+
+// Result is the answer to one admission.
+type Result struct {
+	Patch            []jsonpatch.JsonPatchOperation // empty in audit mode
+	Changes          []Change
+	Warnings         []string
+	AuditAnnotations map[string]string
+	// Unpinned counts images left on their tag because resolution failed (onError: Keep).
+	Unpinned int
+	// Deny, when set, is the reason to reject the pod (onError: Deny and a digest could not be had).
+	Deny string
+}
+
+// Apply turns the plan and the resolver's outcomes (keyed by ResolveRequest.Ref.String()) into
+// the patch, warnings and annotations. A missing outcome counts as a failed resolution.
+func (p *Plan) Apply(outcomes map[string]Outcome) Result {
+	var r Result
+	warnings := append([]string(nil), p.warnings...)
+	var denials []string
+	for _, ip := range p.images {
+		digest := ip.ref.digest
+		if ip.request != nil {
+			o, ok := outcomes[ip.request.Ref.String()]
+			if !ok {
+				o.Err = fmt.Errorf("not resolved")
+			}
+			switch {
+			case o.Err != nil && p.OnError == policy.OnErrorDeny:
+				denials = append(denials, fmt.Sprintf("%s %q: %v", ip.field(), clip(ip.image), o.Err))
+			case o.Err != nil:
+				r.Unpinned++
+				warnings = append(warnings, fmt.Sprintf("%s: could not pin %q to a digest (%v); admitted with its tag", ip.field(), clip(ip.image), o.Err))
+			default:
+				digest = o.Digest
+				if o.Stale {
+					warnings = append(warnings, fmt.Sprintf("%s: registry unavailable, %q pinned to the last known digest %s", ip.field(), clip(ip.image), o.Digest))
+				}
+			}
+		}
+		image := ip.ref.format(ip.target, digest)
+		if image != ip.image {
+			r.Patch = append(r.Patch, jsonpatch.NewOperation("replace", ip.imagePath(), image))
+			from := ip.image
+			if ip.rewritten {
+				moved := ip.ref.format(ip.target, ip.ref.digest)
+				r.Changes = append(r.Changes, Change{Action: ActionRewrite, Field: ip.field(), From: from, To: moved})
+				from = moved
+			}
+			if from != image {
+				r.Changes = append(r.Changes, Change{Action: ActionPin, Field: ip.field(), From: from, To: image})
+			}
+		}
+		if digest != "" && ip.pullPolicy != "" && ip.pullPolicy != ip.site.pullPolicy {
+			r.Changes = append(r.Changes, Change{Action: ActionPullPolicy, Field: ip.pullPolicyField(), From: string(ip.site.pullPolicy), To: string(ip.pullPolicy)})
+			// add, not replace: the field may be absent, and add on an existing member replaces it.
+			r.Patch = append(r.Patch, jsonpatch.NewOperation("add", ip.pullPolicyPath(), string(ip.pullPolicy)))
+		}
+	}
+	r.Patch = append(r.Patch, p.secretOps(&r)...)
+	if len(denials) > 0 {
+		r.Deny = "pullgate: cannot pin to a digest, and the policy says onError: Deny: " + strings.Join(denials, "; ")
+		r.Patch = nil
+		return r
+	}
+	if p.Mode == policy.ModeAudit {
+		r.Patch = nil
+		for _, c := range r.Changes {
+			warnings = append(warnings, c.wouldText())
+		}
+	}
+	r.Warnings = capWarnings(warnings)
+	r.AuditAnnotations = p.annotations(r.Changes)
+	return r
+}
+
+func (p *Plan) secretOps(r *Result) []jsonpatch.JsonPatchOperation {
+	if len(p.secrets) == 0 {
+		return nil
+	}
+	for _, s := range p.secrets {
+		r.Changes = append(r.Changes, Change{Action: ActionPullSecret, Field: "spec.imagePullSecrets", To: s})
+	}
+	if p.createSecrets {
+		refs := make([]map[string]string, len(p.secrets))
+		for i, s := range p.secrets {
+			refs[i] = map[string]string{"name": s}
+		}
+		return []jsonpatch.JsonPatchOperation{jsonpatch.NewOperation("add", "/spec/imagePullSecrets", refs)}
+	}
+	ops := make([]jsonpatch.JsonPatchOperation, len(p.secrets))
+	for i, s := range p.secrets {
+		ops[i] = jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", map[string]string{"name": s})
+	}
+	return ops
+}
+
+func (c Change) wouldText() string {
+	switch c.Action {
+	case ActionRewrite:
+		return fmt.Sprintf("would rewrite %s %q to %q", c.Field, clip(c.From), clip(c.To))
+	case ActionPin:
+		return fmt.Sprintf("would pin %s %q to %q", c.Field, clip(c.From), clip(c.To))
+	case ActionPullPolicy:
+		return fmt.Sprintf("would set imagePullPolicy %s to %s (was %q)", c.Field, c.To, c.From)
+	default:
+		return fmt.Sprintf("would add imagePullSecret %q", c.To)
+	}
+}
+
+func (c Change) text() string {
+	if c.Action == ActionPullSecret {
+		return "add imagePullSecret " + c.To
+	}
+	return fmt.Sprintf("%s %s: %s -> %s", c.Action, c.Field, clip(c.From), clip(c.To))
+}
+
+// annotations summarises the changes for the API server's audit log. Keys are short because
+// the API server prefixes them with the webhook's name.
+func (p *Plan) annotations(changes []Change) map[string]string {
+	if len(changes) == 0 {
+		return nil
+	}
+	texts := make([]string, 0, len(changes))
+	for _, c := range changes {
+		texts = append(texts, c.text())
+	}
+	summary := strings.Join(texts, "; ")
+	if len(summary) > maxAnnotationLength {
+		summary = summary[:maxAnnotationLength-3] + "..."
+	}
+	a := map[string]string{"mode": strings.ToLower(string(p.Mode)), "changes": summary}
+	if p.Rule != "" {
+		a["rule"] = p.Rule
+	}
+	return a
+}
+
+func capWarnings(ws []string) []string {
+	if len(ws) <= maxWarnings {
+		return ws
+	}
+	out := append([]string(nil), ws[:maxWarnings-1]...)
+	return append(out, fmt.Sprintf("... and %d more (see the audit annotations and pullgate's log)", len(ws)-maxWarnings+1))
+}
+
+// clip shortens a reference for a message; a 4 KB image name must not crowd out the reason.
+func clip(s string) string {
+	if len(s) <= maxShownRef {
+		return s
+	}
+	return s[:maxShownRef] + "..."
+}

@@ -1,0 +1,177 @@
+package mutate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+var _ admission.Handler = (*Handler)(nil)
+
+// PolicySource hands out the policy in force; reloading swaps what it returns.
+type PolicySource interface {
+	Current() *policy.Compiled
+}
+
+// NamespaceLabeler returns a namespace's labels, for rules and the per-namespace mode.
+type NamespaceLabeler interface {
+	Labels(ctx context.Context, namespace string) (map[string]string, error)
+}
+
+// Handler is the admission.Handler for pods.
+type Handler struct {
+	Policy PolicySource
+	// Resolver pins tags; nil means no resolution (every pin fails per onError).
+	Resolver Resolver
+	// Namespaces may be nil when no API server is reachable; the policy's mode then applies.
+	Namespaces NamespaceLabeler
+	// OwnNamespace is never mutated, so pullgate can always be rescheduled.
+	OwnNamespace string
+}
+
+// NewHandler registers pullgate's metrics and returns a handler.
+func NewHandler(h Handler) *Handler {
+	registerMetrics()
+	return &h
+}
+
+var podResource = struct{ group, version, resource string }{"", "v1", "pods"}
+
+// Handle answers one pod admission. It only ever denies for malformed requests or when the
+// policy says onError: Deny; every other failure admits the pod with a warning.
+func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.Response {
+	logger := log.FromContext(ctx)
+	if r := req.Resource; r.Group != podResource.group || r.Version != podResource.version || r.Resource != podResource.resource {
+		return h.skip("not-pod", fmt.Sprintf("%s is not handled", r.String()))
+	}
+	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
+		return h.skip("operation", fmt.Sprintf("operation %s is not handled", req.Operation))
+	}
+	if req.SubResource != "" && req.SubResource != "ephemeralcontainers" {
+		return h.skip("subresource", fmt.Sprintf("subresource %s is not handled", req.SubResource))
+	}
+	pol := h.Policy.Current()
+	if pol == nil {
+		return admission.Allowed("no policy loaded").WithWarnings("pullgate has no policy loaded; pod admitted unchanged")
+	}
+	var warnings []string
+	var labels map[string]string
+	if h.Namespaces != nil {
+		var err error
+		if labels, err = h.Namespaces.Labels(ctx, req.Namespace); err != nil {
+			logger.Error(err, "Reading namespace labels; using the policy's mode", "namespace", req.Namespace)
+			warnings = append(warnings, fmt.Sprintf("pullgate could not read the labels of namespace %s; applied the policy's default mode", req.Namespace))
+		}
+	}
+	plan, err := NewPlan(pol, Input{
+		Operation:       req.Operation,
+		SubResource:     req.SubResource,
+		Namespace:       req.Namespace,
+		NamespaceLabels: labels,
+		OwnNamespace:    h.OwnNamespace,
+		Object:          req.Object.Raw,
+		OldObject:       req.OldObject.Raw,
+	})
+	if err != nil {
+		if errors.Is(err, ErrBadRequest) {
+			return admission.Errored(http.StatusBadRequest, err)
+		}
+		return admission.Errored(http.StatusInternalServerError, err)
+	}
+	if plan.Skip != "" {
+		logger.V(1).Info("Skipped", "reason", plan.Skip)
+		return h.skip(plan.Skip, plan.Skip)
+	}
+	res := plan.Apply(h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout()))
+	res.Warnings = append(warnings, res.Warnings...)
+	dryRun := req.DryRun != nil && *req.DryRun
+	h.record(plan, res, dryRun)
+	logger.V(1).Info("Decided", "mode", plan.Mode, "rule", plan.Rule, "changes", len(res.Changes), "warnings", len(res.Warnings), "denied", res.Deny != "", "dryRun", dryRun)
+
+	if res.Deny != "" {
+		resp := admission.Denied(res.Deny).WithWarnings(res.Warnings...)
+		resp.AuditAnnotations = res.AuditAnnotations
+		return resp
+	}
+	resp := admission.Patched(strings.ToLower(string(plan.Mode)), res.Patch...).WithWarnings(res.Warnings...)
+	resp.AuditAnnotations = res.AuditAnnotations
+	return resp
+}
+
+func (h *Handler) skip(reason, message string) admission.Response {
+	skippedTotal.WithLabelValues(reason).Inc()
+	return admission.Allowed(message)
+}
+
+// record counts changes. A dry run is answered in full but leaves no trace.
+func (h *Handler) record(plan *Plan, res Result, dryRun bool) {
+	if dryRun {
+		return
+	}
+	mode := strings.ToLower(string(plan.Mode))
+	for _, c := range res.Changes {
+		mutationsTotal.WithLabelValues(c.Action, mode).Inc()
+	}
+	unpinnedTotal.WithLabelValues(string(policy.OnErrorKeep)).Add(float64(res.Unpinned))
+	if res.Deny != "" {
+		unpinnedTotal.WithLabelValues(string(policy.OnErrorDeny)).Inc()
+	}
+}
+
+// resolveAll resolves every request concurrently under one budget, so a pod's admission costs
+// the slowest registry answer, not the sum. It returns when all have answered or the budget is
+// spent, whichever comes first; a late answer is dropped rather than waited for.
+func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget time.Duration) map[string]Outcome {
+	if len(reqs) == 0 {
+		return nil
+	}
+	out := make(map[string]Outcome, len(reqs))
+	if h.Resolver == nil {
+		for _, r := range reqs {
+			out[r.Ref.String()] = Outcome{Err: errors.New("no resolver configured")}
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	type answer struct {
+		key string
+		o   Outcome
+	}
+	answers := make(chan answer, len(reqs)) // buffered: late senders never block
+	for _, r := range reqs {
+		go func() {
+			res, err := h.Resolver.Resolve(ctx, r)
+			answers <- answer{r.Ref.String(), Outcome{Resolution: res, Err: err}}
+		}()
+	}
+	for range reqs {
+		select {
+		case a := <-answers:
+			out[a.key] = a.o
+		case <-ctx.Done():
+			for _, r := range reqs {
+				if _, ok := out[r.Ref.String()]; !ok {
+					out[r.Ref.String()] = Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
+				}
+			}
+			return out
+		}
+	}
+	return out
+}
+
+// StaticLabels is a NamespaceLabeler with fixed labels, for the offline mutate command.
+type StaticLabels map[string]string
+
+// Labels returns the same labels for every namespace.
+func (s StaticLabels) Labels(context.Context, string) (map[string]string, error) { return s, nil }

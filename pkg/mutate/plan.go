@@ -1,0 +1,251 @@
+package mutate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// Annotations pullgate reads on pods.
+const (
+	// SkipAnnotation opts a pod out, honoured only when the policy sets allowPodOptOut.
+	SkipAnnotation = "pullgate.dev/skip"
+	// mirrorPodAnnotation marks the API-server copy of a static pod; its spec cannot change.
+	mirrorPodAnnotation = corev1.MirrorPodAnnotationKey
+)
+
+// Reasons a pod is admitted without looking at its images. They are metric label values.
+const (
+	SkipNamespaceExcluded = "namespace-excluded"
+	SkipOwnNamespace      = "own-namespace"
+	SkipMirrorPod         = "mirror-pod"
+	SkipOptedOut          = "opted-out"
+)
+
+// Input is one admission as the core sees it: raw objects, never re-encoded.
+type Input struct {
+	Operation       admissionv1.Operation
+	SubResource     string // "" or "ephemeralcontainers"
+	Namespace       string
+	NamespaceLabels map[string]string
+	// OwnNamespace is pullgate's namespace, always left alone so pullgate can always restart.
+	OwnNamespace string
+	Object       []byte
+	OldObject    []byte
+}
+
+// ErrBadRequest marks input that is not a Pod admission pullgate can act on.
+var ErrBadRequest = errors.New("bad admission request")
+
+// Plan is what pullgate intends to do to one pod before any digest is known.
+type Plan struct {
+	Skip    string // non-empty: admit untouched, for this reason
+	Mode    policy.Mode
+	Rule    string
+	OnError policy.OnError
+
+	images        []imagePlan
+	secrets       []string // names to append
+	createSecrets bool     // the pod has no imagePullSecrets yet: add the whole list
+	warnings      []string
+}
+
+// imagePlan is the decision for one image field.
+type imagePlan struct {
+	site
+	ref       imageRef
+	target    string // repository text the image ends up on: a mirror, or the author's own
+	rewritten bool
+	request   *ResolveRequest // nil when nothing needs resolving
+	// pullPolicy is what to set once pinned; empty when the field may not change (UPDATE).
+	pullPolicy corev1.PullPolicy
+}
+
+// NewPlan decodes a pod admission and decides every image field. Errors wrap ErrBadRequest.
+func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
+	pod, err := decodePod(in.Object, "object")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case in.OwnNamespace != "" && in.Namespace == in.OwnNamespace:
+		return &Plan{Skip: SkipOwnNamespace}, nil
+	case pod.Annotations[mirrorPodAnnotation] != "":
+		return &Plan{Skip: SkipMirrorPod}, nil
+	case pol.AllowPodOptOut() && pod.Annotations[SkipAnnotation] == "true":
+		return &Plan{Skip: SkipOptedOut}, nil
+	}
+	d := pol.Decide(in.Namespace, in.NamespaceLabels)
+	if d.Excluded {
+		return &Plan{Skip: SkipNamespaceExcluded}, nil
+	}
+	p := &Plan{Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
+
+	candidates, setPolicy, err := changeable(in, pod)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range candidates {
+		ip, warn := planImage(pol, s, in, pod)
+		if warn != "" {
+			p.warnings = append(p.warnings, warn)
+		}
+		if ip == nil {
+			continue
+		}
+		if setPolicy {
+			ip.pullPolicy = d.PullPolicy
+		}
+		p.images = append(p.images, *ip)
+	}
+	if in.Operation == admissionv1.Create {
+		p.secrets, p.createSecrets = missingSecrets(pod.Spec.ImagePullSecrets, d.PullSecrets)
+	}
+	return p, nil
+}
+
+// changeable returns the image fields this admission may change, and whether their pull policy
+// may change too. The API server rejects any other change: on UPDATE only container images may
+// change, and through the ephemeralcontainers subresource only new ephemeral containers.
+func changeable(in Input, pod *corev1.Pod) ([]site, bool, error) {
+	all := sites(&pod.Spec)
+	if in.Operation == admissionv1.Create && in.SubResource == "" {
+		return all, true, nil
+	}
+	if in.Operation != admissionv1.Update {
+		return nil, false, fmt.Errorf("%w: operation %q on pods is not mutated", ErrBadRequest, in.Operation)
+	}
+	old, err := decodePod(in.OldObject, "oldObject")
+	if err != nil {
+		return nil, false, err
+	}
+	oldSites := map[listKind]map[int]site{}
+	for _, s := range sites(&old.Spec) {
+		if oldSites[s.kind] == nil {
+			oldSites[s.kind] = map[int]site{}
+		}
+		oldSites[s.kind][s.index] = s
+	}
+	var out []site
+	switch in.SubResource {
+	case "":
+		for _, s := range all {
+			o, ok := oldSites[s.kind][s.index]
+			// An unchanged image stays as it is: rewriting it would restart a running container.
+			if (s.kind == containers || s.kind == initContainers) && ok && o.name == s.name && o.image != s.image {
+				out = append(out, s)
+			}
+		}
+		return out, false, nil
+	case "ephemeralcontainers":
+		existing := map[string]bool{}
+		for _, o := range oldSites[ephemeralContainers] {
+			existing[o.name] = true
+		}
+		for _, s := range all {
+			if s.kind == ephemeralContainers && !existing[s.name] {
+				out = append(out, s)
+			}
+		}
+		return out, true, nil
+	}
+	return nil, false, fmt.Errorf("%w: subresource %q is not mutated", ErrBadRequest, in.SubResource)
+}
+
+// planImage decides one image. A nil plan with a warning means the image is left untouched.
+func planImage(pol *policy.Compiled, s site, in Input, pod *corev1.Pod) (*imagePlan, string) {
+	ref, err := parseImage(s.image)
+	if err != nil {
+		return nil, fmt.Sprintf("%s: %q is not a valid image reference (%v); left untouched", s.field(), clip(s.image), err)
+	}
+	if pol.ExcludedImage(ref.normalized()) {
+		return nil, ""
+	}
+	ip := &imagePlan{site: s, ref: ref, target: ref.base}
+	resolveAt := ref.host + "/" + ref.repository
+	var opts []name.Option
+	if m, on := pol.OnMirror(ref.host, ref.repository); on {
+		opts = mirrorOptions(m)
+	} else if m, ok := pol.MirrorFor(ref.registry); ok {
+		ip.target = m.Repository(ref.repository)
+		ip.rewritten = true
+		resolveAt = ip.target
+		opts = mirrorOptions(m)
+	}
+	if ref.digest != "" || !pol.ResolveEnabled() {
+		return ip, ""
+	}
+	target, err := name.NewTag(resolveAt+":"+ref.tagOrLatest(), opts...)
+	if err != nil {
+		return nil, fmt.Sprintf("%s: cannot form the mirror reference for %q (%v); left untouched", s.field(), clip(s.image), err)
+	}
+	upstream, err := ref.upstreamTag()
+	if err != nil {
+		upstream = target
+	}
+	ip.request = &ResolveRequest{Ref: target, Upstream: upstream}
+	if pol.UsePodPullSecrets() {
+		ip.request.Namespace = in.Namespace
+		for _, ps := range pod.Spec.ImagePullSecrets {
+			ip.request.PullSecrets = append(ip.request.PullSecrets, ps.Name)
+		}
+	}
+	return ip, ""
+}
+
+func mirrorOptions(m policy.MirrorTarget) []name.Option {
+	if m.Insecure {
+		return []name.Option{name.Insecure}
+	}
+	return nil
+}
+
+// missingSecrets returns the wanted names the pod lacks, in policy order.
+func missingSecrets(have []corev1.LocalObjectReference, want []string) ([]string, bool) {
+	present := map[string]bool{}
+	for _, h := range have {
+		present[h.Name] = true
+	}
+	var add []string
+	for _, w := range want {
+		if !present[w] {
+			add = append(add, w)
+			present[w] = true
+		}
+	}
+	return add, len(have) == 0
+}
+
+func decodePod(raw []byte, what string) (*corev1.Pod, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, fmt.Errorf("%w: %s is empty", ErrBadRequest, what)
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(raw, &pod); err != nil {
+		return nil, fmt.Errorf("%w: %s is not a Pod: %v", ErrBadRequest, what, err)
+	}
+	if pod.Kind != "" && (pod.Kind != "Pod" || (pod.APIVersion != "" && pod.APIVersion != "v1")) {
+		return nil, fmt.Errorf("%w: %s is %s %s, not a v1 Pod", ErrBadRequest, what, pod.APIVersion, pod.Kind)
+	}
+	return &pod, nil
+}
+
+// Requests lists what to resolve, one request per distinct reference.
+func (p *Plan) Requests() []ResolveRequest {
+	seen := map[string]bool{}
+	var out []ResolveRequest
+	for _, ip := range p.images {
+		if ip.request == nil || seen[ip.request.Ref.String()] {
+			continue
+		}
+		seen[ip.request.Ref.String()] = true
+		out = append(out, *ip.request)
+	}
+	return out
+}

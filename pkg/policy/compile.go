@@ -1,0 +1,251 @@
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// dockerHub is the canonical name pullgate uses for Docker Hub and its aliases.
+const dockerHub = "docker.io"
+
+// CanonicalRegistry folds Docker Hub's aliases into docker.io; other hosts are returned as given.
+func CanonicalRegistry(host string) string {
+	switch host {
+	case name.DefaultRegistry, "docker.io", "registry-1.docker.io":
+		return dockerHub
+	}
+	return host
+}
+
+// MirrorTarget is a compiled mirror: the host pods pull from and the path prefix under it.
+type MirrorTarget struct {
+	Registry string // canonical upstream registry this mirror serves
+	Host     string // host[:port] of the mirror
+	Prefix   string // path prefix without slashes at either end; may be empty
+	Insecure bool
+	// Source is the policy entry, for the resolver's TLS and credential settings.
+	Source Mirror
+}
+
+// Repository is where an upstream repository lives on this mirror.
+func (m MirrorTarget) Repository(repo string) string {
+	if m.Prefix == "" {
+		return m.Host + "/" + repo
+	}
+	return m.Host + "/" + m.Prefix + "/" + repo
+}
+
+func parseMirror(s string, insecure bool) (MirrorTarget, error) {
+	if strings.Contains(s, "://") {
+		return MirrorTarget{}, fmt.Errorf("must be host[:port][/path-prefix], without a scheme (use insecure: true for plain HTTP)")
+	}
+	s = strings.TrimSuffix(s, "/")
+	host, prefix, _ := strings.Cut(s, "/")
+	opts := []name.Option{name.StrictValidation}
+	if insecure {
+		opts = append(opts, name.Insecure)
+	}
+	// A repository under the prefix must parse, which validates host and prefix characters.
+	probe := host + "/" + prefix
+	if prefix == "" {
+		probe = host + "/x"
+	} else {
+		probe += "/x"
+	}
+	if _, err := name.NewRepository(probe, opts...); err != nil {
+		return MirrorTarget{}, fmt.Errorf("not a valid host[:port][/path-prefix]: %w", err)
+	}
+	if strings.ContainsAny(prefix, ":@") {
+		return MirrorTarget{}, fmt.Errorf("the path prefix may not carry a tag or digest")
+	}
+	return MirrorTarget{Host: host, Prefix: prefix, Insecure: insecure}, nil
+}
+
+// Compiled is an immutable, validated policy with its matchers built. It is safe for
+// concurrent use; reloading builds a new one.
+type Compiled struct {
+	policy        Policy
+	mirrors       map[string]MirrorTarget // by canonical upstream registry
+	onMirror      []MirrorTarget
+	excludeNS     []*regexp.Regexp
+	excludeImages []*regexp.Regexp
+	rules         []rule
+}
+
+type rule struct {
+	Rule
+	namespaces []*regexp.Regexp
+	selector   labels.Selector
+}
+
+// Compile builds the matchers of a defaulted, validated policy.
+func (p *Policy) Compile() (*Compiled, error) {
+	c := &Compiled{policy: *p, mirrors: map[string]MirrorTarget{}}
+	for i, m := range p.Mirrors {
+		reg, err := parseRegistry(m.Registry)
+		if err != nil {
+			return nil, fmt.Errorf("mirrors[%d].registry: %w", i, err)
+		}
+		mt, err := parseMirror(m.Mirror, m.Insecure)
+		if err != nil {
+			return nil, fmt.Errorf("mirrors[%d].mirror: %w", i, err)
+		}
+		mt.Registry, mt.Source = reg, m
+		c.mirrors[reg] = mt
+		c.onMirror = append(c.onMirror, mt)
+	}
+	var err error
+	if c.excludeNS, err = compileGlobs(p.Exclude.Namespaces); err != nil {
+		return nil, fmt.Errorf("exclude.namespaces: %w", err)
+	}
+	if c.excludeImages, err = compileGlobs(p.Exclude.Images); err != nil {
+		return nil, fmt.Errorf("exclude.images: %w", err)
+	}
+	for i, r := range p.Rules {
+		cr := rule{Rule: r}
+		if cr.namespaces, err = compileGlobs(r.Namespaces); err != nil {
+			return nil, fmt.Errorf("rules[%d].namespaces: %w", i, err)
+		}
+		if r.NamespaceSelector != nil {
+			if cr.selector, err = metav1.LabelSelectorAsSelector(r.NamespaceSelector); err != nil {
+				return nil, fmt.Errorf("rules[%d].namespaceSelector: %w", i, err)
+			}
+		}
+		c.rules = append(c.rules, cr)
+	}
+	return c, nil
+}
+
+// Policy returns a copy of the defaulted policy the matcher was built from.
+func (c *Compiled) Policy() Policy { return c.policy }
+
+// Mirrors lists the compiled mirrors in policy order.
+func (c *Compiled) Mirrors() []MirrorTarget { return append([]MirrorTarget(nil), c.onMirror...) }
+
+// MirrorFor returns the mirror for an upstream registry host, if one is configured.
+func (c *Compiled) MirrorFor(registry string) (MirrorTarget, bool) {
+	m, ok := c.mirrors[CanonicalRegistry(registry)]
+	return m, ok
+}
+
+// OnMirror reports whether a repository (host/path, as name.Repository.Name gives it) already
+// lives on a configured mirror, so it is never rewritten twice.
+func (c *Compiled) OnMirror(registry, repository string) (MirrorTarget, bool) {
+	for _, m := range c.onMirror {
+		if registry != m.Host {
+			continue
+		}
+		if m.Prefix == "" || repository == m.Prefix || strings.HasPrefix(repository, m.Prefix+"/") {
+			return m, true
+		}
+	}
+	return MirrorTarget{}, false
+}
+
+// ExcludedImage reports whether a normalized reference matches exclude.images.
+func (c *Compiled) ExcludedImage(ref string) bool { return matchAny(c.excludeImages, ref) }
+
+// Resolution settings, defaulted.
+func (c *Compiled) ResolveEnabled() bool         { return *c.policy.Resolve.Enabled }
+func (c *Compiled) ResolveTimeout() time.Duration { return c.policy.Resolve.Timeout.Duration }
+func (c *Compiled) OnError() OnError              { return c.policy.Resolve.OnError }
+func (c *Compiled) AllowPodOptOut() bool          { return c.policy.AllowPodOptOut }
+
+// Decision is what the policy says for one namespace.
+type Decision struct {
+	Excluded    bool
+	Mode        Mode
+	PullPolicy  corev1.PullPolicy
+	PullSecrets []string
+	Rule        string // the rule that matched, empty for the top-level settings
+}
+
+// Decide returns the settings for a namespace. The mode comes from, in order: the matching
+// rule's mode (the platform team's explicit word for those namespaces), the namespace's
+// pullgate.dev/mode label (the opt-in), and the policy's mode.
+func (c *Compiled) Decide(namespace string, nsLabels map[string]string) Decision {
+	if matchAny(c.excludeNS, namespace) {
+		return Decision{Excluded: true}
+	}
+	d := Decision{Mode: c.policy.Mode, PullPolicy: c.policy.PullPolicy, PullSecrets: c.policy.ImagePullSecrets}
+	switch strings.ToLower(nsLabels[ModeLabel]) {
+	case "audit":
+		d.Mode = ModeAudit
+	case "enforce":
+		d.Mode = ModeEnforce
+	}
+	for _, r := range c.rules {
+		if !r.matches(namespace, nsLabels) {
+			continue
+		}
+		d.Rule = r.Name
+		if r.Mode != "" {
+			d.Mode = r.Mode
+		}
+		if r.PullPolicy != "" {
+			d.PullPolicy = r.PullPolicy
+		}
+		if len(r.ImagePullSecrets) > 0 {
+			d.PullSecrets = r.ImagePullSecrets
+		}
+		break
+	}
+	return d
+}
+
+func (r *rule) matches(namespace string, nsLabels map[string]string) bool {
+	if r.selector != nil {
+		return r.selector.Matches(labels.Set(nsLabels))
+	}
+	return matchAny(r.namespaces, namespace)
+}
+
+// compileGlob turns a glob into an anchored regexp: * is any run of characters (slashes
+// included, so registry.k8s.io/* covers every repository), ? is one character.
+func compileGlob(g string) (*regexp.Regexp, error) {
+	var b strings.Builder
+	b.WriteString("^")
+	for _, r := range g {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.Compile(b.String())
+}
+
+func compileGlobs(globs []string) ([]*regexp.Regexp, error) {
+	out := make([]*regexp.Regexp, 0, len(globs))
+	for _, g := range globs {
+		re, err := compileGlob(g)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", g, err)
+		}
+		out = append(out, re)
+	}
+	return out, nil
+}
+
+func matchAny(res []*regexp.Regexp, s string) bool {
+	for _, re := range res {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// UsePodPullSecrets reports whether resolution may use the pod's own pull secrets.
+func (c *Compiled) UsePodPullSecrets() bool { return c.policy.Resolve.UsePodPullSecrets }

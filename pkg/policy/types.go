@@ -1,0 +1,110 @@
+package policy
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// APIVersion and Kind identify a policy document.
+const (
+	APIVersion = "pullgate.dev/v1alpha1"
+	Kind       = "Policy"
+)
+
+// ModeLabel is the namespace label that opts a namespace in and picks its mode.
+const ModeLabel = "pullgate.dev/mode"
+
+// Mode says whether pullgate changes pods or only reports what it would change.
+type Mode string
+
+const (
+	ModeEnforce Mode = "Enforce"
+	ModeAudit   Mode = "Audit"
+)
+
+// OnError says what happens to a pod whose image cannot be resolved to a digest.
+type OnError string
+
+const (
+	// OnErrorKeep admits the pod with the tag unpinned and a warning.
+	OnErrorKeep OnError = "Keep"
+	// OnErrorDeny rejects the pod, naming the image and the cause.
+	OnErrorDeny OnError = "Deny"
+)
+
+// Policy is the file an operator writes.
+type Policy struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Mode       Mode   `json:"mode,omitempty"`
+	// Mirrors maps upstream registries to the mirrors nodes pull from.
+	Mirrors []Mirror `json:"mirrors,omitempty"`
+	Resolve Resolve  `json:"resolve,omitempty"`
+	// PullPolicy is set on every image that ends up pinned by digest. Empty leaves it alone.
+	PullPolicy corev1.PullPolicy `json:"pullPolicy,omitempty"`
+	// ImagePullSecrets are appended to every mutated pod, never replacing what it has.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	Exclude          Exclude  `json:"exclude,omitempty"`
+	// Rules override mode, pull policy and pull secrets per namespace; the first match wins.
+	Rules []Rule `json:"rules,omitempty"`
+	// AllowPodOptOut lets a pod skip pullgate with the annotation pullgate.dev/skip: "true".
+	AllowPodOptOut bool `json:"allowPodOptOut,omitempty"`
+}
+
+// Mirror is one upstream registry and the mirror that serves it.
+type Mirror struct {
+	// Registry is the upstream host[:port]; docker.io, index.docker.io and registry-1.docker.io
+	// name the same registry.
+	Registry string `json:"registry"`
+	// Mirror is host[:port][/path-prefix]; the image's repository path is appended to it.
+	Mirror string `json:"mirror"`
+	// Insecure allows plain HTTP to the mirror (loopback and development only).
+	Insecure bool `json:"insecure,omitempty"`
+	// CABundle is PEM that the mirror's certificate chains to, in addition to the system roots.
+	CABundle string `json:"caBundle,omitempty"`
+	// CAFile is a path to such a PEM bundle, read when the policy loads.
+	CAFile string `json:"caFile,omitempty"`
+	// CredentialsSecret names a kubernetes.io/dockerconfigjson Secret in pullgate's own namespace.
+	CredentialsSecret string `json:"credentialsSecret,omitempty"`
+	// CredentialsFile is a mounted docker config.json used for this mirror.
+	CredentialsFile string `json:"credentialsFile,omitempty"`
+}
+
+// Resolve configures tag-to-digest resolution.
+type Resolve struct {
+	Enabled *bool `json:"enabled,omitempty"`
+	// Timeout is the whole budget for one admission's resolutions.
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// CacheTTL is how long a resolved digest is trusted.
+	CacheTTL *metav1.Duration `json:"cacheTTL,omitempty"`
+	// CacheSize bounds the number of cached digests (least recently used go first).
+	CacheSize *int `json:"cacheSize,omitempty"`
+	// MaxStale is how long past its TTL a digest may still be used when the registry fails.
+	MaxStale *metav1.Duration `json:"maxStale,omitempty"`
+	OnError  OnError          `json:"onError,omitempty"`
+	// FallbackToUpstream asks the upstream registry when the mirror fails, and pins the answer
+	// only if the mirror serves that digest.
+	FallbackToUpstream bool `json:"fallbackToUpstream,omitempty"`
+	// UsePodPullSecrets authenticates resolution with the pod's own imagePullSecrets.
+	UsePodPullSecrets bool `json:"usePodPullSecrets,omitempty"`
+}
+
+// Exclude lists what pullgate never touches.
+type Exclude struct {
+	// Namespaces are names or globs; pullgate's own namespace is always excluded.
+	Namespaces []string `json:"namespaces,omitempty"`
+	// Images are globs on the normalized reference (docker.io/library/nginx:1.27).
+	Images []string `json:"images,omitempty"`
+}
+
+// Rule overrides the top-level settings for the namespaces it selects.
+type Rule struct {
+	Name string `json:"name"`
+	// Namespaces are names or globs. Exactly one of Namespaces and NamespaceSelector is set.
+	Namespaces        []string              `json:"namespaces,omitempty"`
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
+	Mode              Mode                  `json:"mode,omitempty"`
+	PullPolicy        corev1.PullPolicy     `json:"pullPolicy,omitempty"`
+	// ImagePullSecrets, when set, replace the top-level list for these namespaces.
+	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+}

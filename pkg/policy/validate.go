@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// maxTimeout keeps the resolve budget below the API server's hard webhook timeout (30s), with
+// room for the rest of the admission.
+const maxTimeout = 25 * time.Second
+
+// Validate returns every problem in a defaulted policy, each with its field path.
+func (p *Policy) Validate() field.ErrorList {
+	var errs field.ErrorList
+	if p.APIVersion != APIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), p.APIVersion, []string{APIVersion}))
+	}
+	if p.Kind != Kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), p.Kind, []string{Kind}))
+	}
+	errs = append(errs, validateMode(field.NewPath("mode"), p.Mode, false)...)
+	errs = append(errs, validateMirrors(field.NewPath("mirrors"), p.Mirrors)...)
+	errs = append(errs, validateResolve(field.NewPath("resolve"), &p.Resolve)...)
+	errs = append(errs, validatePullPolicy(field.NewPath("pullPolicy"), p.PullPolicy)...)
+	errs = append(errs, validateSecrets(field.NewPath("imagePullSecrets"), p.ImagePullSecrets)...)
+	errs = append(errs, validateGlobs(field.NewPath("exclude", "namespaces"), p.Exclude.Namespaces)...)
+	errs = append(errs, validateGlobs(field.NewPath("exclude", "images"), p.Exclude.Images)...)
+	errs = append(errs, validateRules(field.NewPath("rules"), p.Rules)...)
+	return errs
+}
+
+func validateMode(fld *field.Path, m Mode, optional bool) field.ErrorList {
+	if (optional && m == "") || m == ModeEnforce || m == ModeAudit {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(fld, m, []Mode{ModeEnforce, ModeAudit})}
+}
+
+func validatePullPolicy(fld *field.Path, pp corev1.PullPolicy) field.ErrorList {
+	switch pp {
+	case "", corev1.PullIfNotPresent, corev1.PullNever, corev1.PullAlways:
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(fld, pp, []corev1.PullPolicy{corev1.PullIfNotPresent, corev1.PullNever, corev1.PullAlways})}
+}
+
+func validateSecrets(fld *field.Path, names []string) field.ErrorList {
+	var errs field.ErrorList
+	seen := sets.New[string]()
+	for i, n := range names {
+		if msgs := validation.IsDNS1123Subdomain(n); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(fld.Index(i), n, strings.Join(msgs, "; ")))
+		}
+		if seen.Has(n) {
+			errs = append(errs, field.Duplicate(fld.Index(i), n))
+		}
+		seen.Insert(n)
+	}
+	return errs
+}
+
+func validateGlobs(fld *field.Path, globs []string) field.ErrorList {
+	var errs field.ErrorList
+	for i, g := range globs {
+		if g == "" {
+			errs = append(errs, field.Required(fld.Index(i), "a glob may not be empty"))
+		} else if _, err := compileGlob(g); err != nil {
+			errs = append(errs, field.Invalid(fld.Index(i), g, err.Error()))
+		}
+	}
+	return errs
+}
+
+func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
+	var errs field.ErrorList
+	upstreams := map[string]int{}
+	for i, m := range mirrors {
+		p := fld.Index(i)
+		if m.Registry == "" {
+			errs = append(errs, field.Required(p.Child("registry"), "the upstream registry host, e.g. docker.io"))
+		} else if reg, err := parseRegistry(m.Registry); err != nil {
+			errs = append(errs, field.Invalid(p.Child("registry"), m.Registry, err.Error()))
+		} else if j, dup := upstreams[reg]; dup {
+			errs = append(errs, field.Duplicate(p.Child("registry"), fmt.Sprintf("%s (same registry as mirrors[%d])", m.Registry, j)))
+		} else {
+			upstreams[reg] = i
+		}
+		if m.Mirror == "" {
+			errs = append(errs, field.Required(p.Child("mirror"), "host[:port][/path-prefix] of the mirror"))
+		} else if _, err := parseMirror(m.Mirror, m.Insecure); err != nil {
+			errs = append(errs, field.Invalid(p.Child("mirror"), m.Mirror, err.Error()))
+		}
+		if m.CABundle != "" {
+			if !x509.NewCertPool().AppendCertsFromPEM([]byte(m.CABundle)) {
+				errs = append(errs, field.Invalid(p.Child("caBundle"), "<PEM>", "holds no PEM certificate"))
+			}
+			if m.CAFile != "" {
+				errs = append(errs, field.Forbidden(p.Child("caFile"), "set caBundle or caFile, not both"))
+			}
+		}
+		if m.CredentialsSecret != "" {
+			if msgs := validation.IsDNS1123Subdomain(m.CredentialsSecret); len(msgs) > 0 {
+				errs = append(errs, field.Invalid(p.Child("credentialsSecret"), m.CredentialsSecret, strings.Join(msgs, "; ")))
+			}
+			if m.CredentialsFile != "" {
+				errs = append(errs, field.Forbidden(p.Child("credentialsFile"), "set credentialsSecret or credentialsFile, not both"))
+			}
+		}
+	}
+	// A mirror host that is itself a mirrored upstream would be rewritten twice.
+	for i, m := range mirrors {
+		if mt, err := parseMirror(m.Mirror, m.Insecure); err == nil {
+			if j, ok := upstreams[mt.Host]; ok && j != i {
+				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, fmt.Sprintf("is on registry %s, which mirrors[%d] mirrors itself", mirrors[j].Registry, j)))
+			} else if ok && j == i && mt.Prefix == "" {
+				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, "a registry cannot be its own mirror"))
+			}
+		}
+	}
+	return errs
+}
+
+func validateResolve(fld *field.Path, r *Resolve) field.ErrorList {
+	var errs field.ErrorList
+	if d := r.Timeout.Duration; d <= 0 || d > maxTimeout {
+		errs = append(errs, field.Invalid(fld.Child("timeout"), r.Timeout.Duration.String(), fmt.Sprintf("must be more than 0 and at most %s (the API server's webhook timeout is at most 30s)", maxTimeout)))
+	}
+	if r.CacheTTL.Duration < 0 {
+		errs = append(errs, field.Invalid(fld.Child("cacheTTL"), r.CacheTTL.Duration.String(), "may not be negative"))
+	}
+	if r.MaxStale.Duration < 0 {
+		errs = append(errs, field.Invalid(fld.Child("maxStale"), r.MaxStale.Duration.String(), "may not be negative"))
+	}
+	if *r.CacheSize < 1 {
+		errs = append(errs, field.Invalid(fld.Child("cacheSize"), *r.CacheSize, "must be at least 1"))
+	}
+	if r.OnError != OnErrorKeep && r.OnError != OnErrorDeny {
+		errs = append(errs, field.NotSupported(fld.Child("onError"), r.OnError, []OnError{OnErrorKeep, OnErrorDeny}))
+	}
+	return errs
+}
+
+func validateRules(fld *field.Path, rules []Rule) field.ErrorList {
+	var errs field.ErrorList
+	names := sets.New[string]()
+	for i, r := range rules {
+		p := fld.Index(i)
+		switch {
+		case r.Name == "":
+			errs = append(errs, field.Required(p.Child("name"), "rules are named so decisions can say which one applied"))
+		case names.Has(r.Name):
+			errs = append(errs, field.Duplicate(p.Child("name"), r.Name))
+		}
+		names.Insert(r.Name)
+		switch {
+		case len(r.Namespaces) > 0 && r.NamespaceSelector != nil:
+			errs = append(errs, field.Forbidden(p, "set namespaces or namespaceSelector, not both"))
+		case len(r.Namespaces) == 0 && r.NamespaceSelector == nil:
+			errs = append(errs, field.Required(p, "one of namespaces or namespaceSelector"))
+		}
+		errs = append(errs, validateGlobs(p.Child("namespaces"), r.Namespaces)...)
+		if r.NamespaceSelector != nil {
+			if _, err := metav1.LabelSelectorAsSelector(r.NamespaceSelector); err != nil {
+				errs = append(errs, field.Invalid(p.Child("namespaceSelector"), r.NamespaceSelector.String(), err.Error()))
+			}
+		}
+		errs = append(errs, validateMode(p.Child("mode"), r.Mode, true)...)
+		errs = append(errs, validatePullPolicy(p.Child("pullPolicy"), r.PullPolicy)...)
+		errs = append(errs, validateSecrets(p.Child("imagePullSecrets"), r.ImagePullSecrets)...)
+	}
+	return errs
+}
+
+// parseRegistry returns the canonical name of a registry host: the docker.io aliases collapse.
+func parseRegistry(host string) (string, error) {
+	if strings.ContainsAny(host, "/@") || strings.Contains(host, "://") {
+		return "", fmt.Errorf("must be a registry host[:port], without scheme or path")
+	}
+	reg, err := name.NewRegistry(host)
+	if err != nil {
+		return "", err
+	}
+	return CanonicalRegistry(reg.RegistryStr()), nil
+}
