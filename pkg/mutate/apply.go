@@ -13,7 +13,7 @@ import (
 // total size, so a pod with hundreds of images gets a summary rather than a lost message.
 const (
 	maxWarnings         = 20
-	maxShownRef         = 120
+	maxShownRef         = 200
 	maxAnnotationLength = 2048
 )
 
@@ -148,10 +148,14 @@ func (c Change) wouldText() string {
 }
 
 func (c Change) text() string {
-	if c.Action == ActionPullSecret {
+	from := c.From
+	switch {
+	case c.Action == ActionPullSecret:
 		return "add imagePullSecret " + c.To
+	case from == "":
+		from = "(unset)"
 	}
-	return fmt.Sprintf("%s %s: %s -> %s", c.Action, c.Field, clip(c.From), clip(c.To))
+	return fmt.Sprintf("%s %s: %s -> %s", c.Action, c.Field, clip(from), clip(c.To))
 }
 
 // annotations summarises the changes for the API server's audit log. Keys are short because

@@ -16,12 +16,12 @@ const maxRefLength = 1024
 // imageRef is a parsed image reference that remembers what its author wrote: whether the tag was
 // explicit, and the text before tag and digest, so an unchanged part is never reformatted.
 type imageRef struct {
-	registry    string // canonical: docker.io for Docker Hub and its aliases
-	host        string // host as go-containerregistry resolves it (index.docker.io for Docker Hub)
-	repository  string // library/nginx
-	base        string // as written, without tag and digest: nginx, ghcr.io/a/b
-	tag         string // explicit tag, or "" when none was written
-	digest      string // sha256:..., or ""
+	registry   string // canonical: docker.io for Docker Hub and its aliases
+	host       string // host as go-containerregistry resolves it (index.docker.io for Docker Hub)
+	repository string // library/nginx
+	base       string // as written, without tag and digest: nginx, ghcr.io/a/b
+	tag        string // explicit tag, or "" when none was written
+	digest     string // sha256:..., or ""
 }
 
 // parseImage parses an image field with go-containerregistry's rules: nginx is
@@ -89,9 +89,4 @@ func (r imageRef) format(base, digest string) string {
 		s += "@" + digest
 	}
 	return s
-}
-
-// upstreamTag is the normalized tag the pod author asked for.
-func (r imageRef) upstreamTag() (name.Tag, error) {
-	return name.NewTag(r.host+"/"+r.repository+":"+r.tagOrLatest(), name.StrictValidation)
 }

@@ -169,9 +169,11 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *corev1.Pod) (*imageP
 	}
 	ip := &imagePlan{site: s, ref: ref, target: ref.base}
 	resolveAt := ref.host + "/" + ref.repository
+	upstreamAt := resolveAt
 	var opts []name.Option
 	if m, on := pol.OnMirror(ref.host, ref.repository); on {
 		opts = mirrorOptions(m)
+		upstreamAt = m.UpstreamRepository(ref.repository)
 	} else if m, ok := pol.MirrorFor(ref.registry); ok {
 		ip.target = m.Repository(ref.repository)
 		ip.rewritten = true
@@ -185,7 +187,7 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *corev1.Pod) (*imageP
 	if err != nil {
 		return nil, fmt.Sprintf("%s: cannot form the mirror reference for %q (%v); left untouched", s.field(), clip(s.image), err)
 	}
-	upstream, err := ref.upstreamTag()
+	upstream, err := name.NewTag(upstreamAt + ":" + ref.tagOrLatest())
 	if err != nil {
 		upstream = target
 	}

@@ -153,7 +153,7 @@ func (c *Compiled) OnMirror(registry, repository string) (MirrorTarget, bool) {
 func (c *Compiled) ExcludedImage(ref string) bool { return matchAny(c.excludeImages, ref) }
 
 // Resolution settings, defaulted.
-func (c *Compiled) ResolveEnabled() bool         { return *c.policy.Resolve.Enabled }
+func (c *Compiled) ResolveEnabled() bool          { return *c.policy.Resolve.Enabled }
 func (c *Compiled) ResolveTimeout() time.Duration { return c.policy.Resolve.Timeout.Duration }
 func (c *Compiled) OnError() OnError              { return c.policy.Resolve.OnError }
 func (c *Compiled) AllowPodOptOut() bool          { return c.policy.AllowPodOptOut }
@@ -249,3 +249,16 @@ func matchAny(res []*regexp.Regexp, s string) bool {
 
 // UsePodPullSecrets reports whether resolution may use the pod's own pull secrets.
 func (c *Compiled) UsePodPullSecrets() bool { return c.policy.Resolve.UsePodPullSecrets }
+
+// UpstreamRepository maps a repository on this mirror back to where it came from:
+// harbor.example.com/dockerhub/library/nginx -> index.docker.io/library/nginx.
+func (m MirrorTarget) UpstreamRepository(repo string) string {
+	host := m.Registry
+	if host == dockerHub {
+		host = name.DefaultRegistry
+	}
+	if m.Prefix != "" {
+		repo = strings.TrimPrefix(repo, m.Prefix+"/")
+	}
+	return host + "/" + repo
+}
