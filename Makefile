@@ -16,13 +16,17 @@ build: ## Build the static webhook binary into bin/webhook.
 
 .PHONY: run
 run: build ## Offline demo: mutate the example pod with the example policy against a local registry.
-	./hack/demo.sh
+	$(GO) run ./hack/demo $(BIN)
 
 .PHONY: test
-test: ## Unit, integration and chart tests (race detector on), both modules.
+test: deps ## Unit, integration and chart tests (race detector on), both modules.
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 	cd test && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+.PHONY: deps
+deps: ## Install the Debian packages the tests run as real servers (docker-registry), if missing.
+	./hack/deps.sh test
 
 .PHONY: e2e
 e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registries.

@@ -63,6 +63,9 @@ func Parse(data []byte) (*Policy, error) {
 	if err != nil {
 		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
+	if dups := duplicateKeys(root, nil); len(dups) > 0 {
+		return nil, &Error{Problems: dups}
+	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
@@ -98,6 +101,26 @@ func parseNode(data []byte) (*yamlv3.Node, error) {
 		return nil, errors.New("a policy must be a YAML mapping")
 	}
 	return doc.Content[0], nil
+}
+
+// duplicateKeys reports keys given twice in one mapping: YAML forbids them, and silently
+// taking the last one would hide an operator's mistake.
+func duplicateKeys(n *yamlv3.Node, out []Problem) []Problem {
+	if n.Kind == yamlv3.MappingNode {
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if first, ok := seen[k.Value]; ok {
+				out = append(out, Problem{Field: k.Value, Line: k.Line, Message: fmt.Sprintf("duplicate key, already defined at line %d", first)})
+			} else {
+				seen[k.Value] = k.Line
+			}
+		}
+	}
+	for _, c := range n.Content {
+		out = duplicateKeys(c, out)
+	}
+	return out
 }
 
 // strictProblem turns `unknown field "mirrors[0].foo"` into a Problem at that key's line.

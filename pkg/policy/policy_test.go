@@ -1,0 +1,220 @@
+package policy_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// wantProblems lists, per invalid file, problems that must be reported (field or message
+// substrings, each with its line where the file has one). All of a file's problems come at once.
+var wantProblems = map[string][]string{
+	"invalid-unknown-field.yaml": {"line 5: mirrors[0].mirorr: unknown field"},
+	"invalid-many.yaml": {
+		"line 1: apiVersion: Unsupported value",
+		"line 3: mode: Unsupported value",
+		"line 6: mirrors[0].mirror: Invalid value",
+		"line 7: mirrors[1].registry: Duplicate value",
+		"line 10: resolve.timeout: Invalid value",
+		"line 11: resolve.cacheSize: Invalid value",
+		"line 12: resolve.onError: Unsupported value",
+		"line 13: pullPolicy: Unsupported value",
+		"line 14: imagePullSecrets[0]: Invalid value",
+		"line 14: imagePullSecrets[2]: Duplicate value",
+		"line 16: rules[0]: Forbidden",
+		"line 19: rules[1].name: Duplicate value",
+		"line 19: rules[1]: Required value",
+		"line 20: rules[1].mode: Unsupported value",
+	},
+	"invalid-duplicate-key.yaml": {"line 4", "already defined"},
+	"invalid-mirror-loop.yaml":   {"mirrors[0].mirror: Invalid value", "mirrors[1].mirror: Invalid value"},
+	"invalid-not-yaml.yaml":      {"not valid YAML"},
+	"invalid-empty.yaml":         {"file is empty"},
+	"invalid-two-documents.yaml": {"more than one YAML document"},
+	"invalid-wrong-type.yaml":    {`invalid duration "soon"`},
+}
+
+func TestCheckTestdata(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		base := filepath.Base(f)
+		t.Run(base, func(t *testing.T) {
+			t.Parallel()
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := policy.Check(data)
+			if strings.HasPrefix(base, "valid-") {
+				if err != nil {
+					t.Fatalf("valid policy rejected: %v", err)
+				}
+				if c == nil {
+					t.Fatal("no compiled policy")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("invalid policy accepted")
+			}
+			var perr *policy.Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("error is %T, want *policy.Error: %v", err, err)
+			}
+			want, ok := wantProblems[base]
+			if !ok {
+				t.Fatalf("add %s to wantProblems; it reported: %v", base, err)
+			}
+			lines := make([]string, len(perr.Problems))
+			for i, p := range perr.Problems {
+				lines[i] = p.String()
+			}
+			all := strings.Join(lines, "\n")
+			for _, w := range want {
+				if !strings.Contains(all, w) {
+					t.Errorf("missing %q in:\n%s", w, all)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := policy.Check([]byte("apiVersion: pullgate.dev/v1alpha1\nkind: Policy\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy()
+	if p.Mode != policy.ModeEnforce || p.PullPolicy != "IfNotPresent" || !c.ResolveEnabled() ||
+		c.ResolveTimeout() != policy.DefaultTimeout || p.Resolve.CacheTTL.Duration != policy.DefaultCacheTTL ||
+		*p.Resolve.CacheSize != policy.DefaultCacheSize || p.Resolve.MaxStale.Duration != policy.DefaultMaxStale ||
+		c.OnError() != policy.OnErrorKeep {
+		t.Errorf("unexpected defaults: %+v", p)
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	c, err := policy.Load("testdata/valid-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		ns       string
+		labels   map[string]string
+		excluded bool
+		mode     policy.Mode
+		rule     string
+		pull     string
+		secrets  string
+	}{
+		{ns: "kube-system", excluded: true},
+		{ns: "infra-logging", excluded: true},
+		{ns: "web", mode: policy.ModeAudit, pull: "Never", secrets: "a,b"},
+		{ns: "web", labels: map[string]string{policy.ModeLabel: "enforce"}, mode: policy.ModeEnforce, pull: "Never", secrets: "a,b"},
+		{ns: "web", labels: map[string]string{"zone": "ml"}, mode: policy.ModeAudit, rule: "gpu", pull: "IfNotPresent", secrets: "a,b"},
+		// The first matching rule wins, even when a later one also matches.
+		{ns: "dev-1", labels: map[string]string{"zone": "gpu"}, mode: policy.ModeAudit, rule: "gpu", pull: "IfNotPresent", secrets: "a,b"},
+		// A rule's mode overrides the namespace label.
+		{ns: "dev-1", labels: map[string]string{policy.ModeLabel: "audit"}, mode: policy.ModeEnforce, rule: "dev", pull: "Never", secrets: "dev-pull"},
+		{ns: "dev-10", mode: policy.ModeAudit, pull: "Never", secrets: "a,b"},
+	}
+	for _, tc := range cases {
+		d := c.Decide(tc.ns, tc.labels)
+		if d.Excluded != tc.excluded {
+			t.Errorf("%s %v: excluded %v, want %v", tc.ns, tc.labels, d.Excluded, tc.excluded)
+			continue
+		}
+		if tc.excluded {
+			continue
+		}
+		if d.Mode != tc.mode || d.Rule != tc.rule || string(d.PullPolicy) != tc.pull || strings.Join(d.PullSecrets, ",") != tc.secrets {
+			t.Errorf("%s %v: got %+v", tc.ns, tc.labels, d)
+		}
+	}
+}
+
+func TestMirrorMatching(t *testing.T) {
+	t.Parallel()
+	c, err := policy.Load("testdata/valid-full.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, alias := range []string{"docker.io", "index.docker.io", "registry-1.docker.io"} {
+		m, ok := c.MirrorFor(alias)
+		if !ok || m.Host != "harbor.example.com" || m.Prefix != "dockerhub" {
+			t.Errorf("%s: got %+v %v", alias, m, ok)
+		}
+	}
+	if _, ok := c.MirrorFor("quay.io"); ok {
+		t.Error("quay.io has no mirror")
+	}
+	if _, ok := c.OnMirror("harbor.example.com", "dockerhub/library/nginx"); !ok {
+		t.Error("repository under the mirror prefix not recognised")
+	}
+	if _, ok := c.OnMirror("harbor.example.com", "dockerhubx/library/nginx"); ok {
+		t.Error("a prefix must match whole path segments")
+	}
+	if m, _ := c.MirrorFor("docker.io"); m.UpstreamRepository("dockerhub/library/nginx") != "index.docker.io/library/nginx" {
+		t.Errorf("upstream of a mirror repository: %s", m.UpstreamRepository("dockerhub/library/nginx"))
+	}
+	if !c.ExcludedImage("registry.k8s.io/pause:3.10") || c.ExcludedImage("docker.io/library/nginx:1") {
+		t.Error("exclude.images globs")
+	}
+}
+
+// TestExamplesLoad keeps the shipped example policies and every policy in the README valid.
+func TestExamplesLoad(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob("../../examples/policy-*.yaml")
+	if len(files) < 3 {
+		t.Fatalf("expected the three example policies, found %v", files)
+	}
+	for _, f := range files {
+		if _, err := policy.Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	n := 0
+	for _, b := range blocks {
+		if !strings.Contains(b[1], "kind: Policy") {
+			continue
+		}
+		n++
+		if _, err := policy.Check([]byte(b[1])); err != nil {
+			t.Errorf("README policy %d: %v\n%s", n, err, b[1])
+		}
+	}
+	if n == 0 {
+		t.Error("README.md shows no policy")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	for _, file := range files {
+		data, _ := os.ReadFile(file)
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := policy.Check(data)
+		if err == nil && c == nil {
+			t.Fatal("nil policy without an error")
+		}
+	})
+}
