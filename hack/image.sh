@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds the webhook image without a Docker engine: a static binary (CGO off, -trimpath) for
+# linux/$GOARCH, then hack/image (go-containerregistry) lays it on an empty base and writes an OCI
+# layout to $OUT/image. With IMAGE=host/repo:tag it also pushes there (plain HTTP for 127.0.0.1 and
+# localhost; INSECURE=1 for other hosts).
+#
+#   make image                                   # -> _out/image
+#   make image IMAGE=127.0.0.1:5000/pullgate:dev # and push
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+out=${OUT:-$root/_out}
+goarch=${GOARCH:-$(go env GOARCH)}
+version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+revision=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+
+mkdir -p "$out"
+bin=$out/webhook-linux-$goarch
+CGO_ENABLED=0 GOOS=linux GOARCH=$goarch \
+  go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=$version" -o "$bin" ./cmd/webhook
+
+args=(-binary "$bin" -out "$out/image" -platform "linux/$goarch" -version "$version" -revision "$revision")
+if [[ -n ${IMAGE:-} ]]; then
+  args+=(-push "$IMAGE")
+fi
+if [[ -n ${INSECURE:-} ]]; then
+  args+=(-insecure)
+fi
+go run ./hack/image "${args[@]}"
