@@ -47,7 +47,9 @@ func (s *secrets) get(ctx context.Context, namespace, name string) ([]byte, stri
 func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (resolve.Options, error) {
 	p := pol.Policy()
 	opts := resolve.Options{
-		CacheTTL:           p.Resolve.CacheTTL.Duration,
+		CacheTTL: p.Resolve.CacheTTL.Duration,
+		// The shared registry call outlives no admission: every caller waits at most this long.
+		Timeout:            p.Resolve.Timeout.Duration,
 		CacheSize:          *p.Resolve.CacheSize,
 		MaxStale:           p.Resolve.MaxStale.Duration,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,

@@ -1,0 +1,340 @@
+package mutate_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/policy"
+	"github.com/pullgate/pullgate/pkg/resolve"
+)
+
+// testRegistry is a real OCI registry on 127.0.0.1 acting as the mirror, with a hook to
+// delay or fail manifest requests.
+type testRegistry struct {
+	host      string
+	manifests atomic.Int64
+	hang      atomic.Bool
+}
+
+func newTestRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	r := &testRegistry{}
+	released := make(chan struct{})
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if strings.Contains(req.URL.Path, "/manifests/") {
+			r.manifests.Add(1)
+			if r.hang.Load() {
+				select {
+				case <-req.Context().Done():
+				case <-released:
+				}
+				return
+			}
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(released) }) // runs first: hung requests end, so Close returns
+	r.host = strings.TrimPrefix(srv.URL, "http://")
+	return r
+}
+
+// push writes a random image at repo:tag and returns its digest.
+func (r *testRegistry) push(t *testing.T, repoTag string) string {
+	t.Helper()
+	ref, err := name.NewTag(r.host + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+type fixedPolicy struct{ c *policy.Compiled }
+
+func (f fixedPolicy) Current() *policy.Compiled { return f.c }
+
+// setup returns a handler whose policy mirrors docker.io to the test registry.
+func setup(t *testing.T, extra string) (*mutate.Handler, *testRegistry) {
+	t.Helper()
+	reg := newTestRegistry(t)
+	doc := fmt.Sprintf(`apiVersion: pullgate.dev/v1alpha1
+kind: Policy
+mirrors: [{registry: docker.io, mirror: %s/hub, insecure: true}]
+imagePullSecrets: [mirror-pull]
+%s`, reg.host, extra)
+	pol, err := policy.Check([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolve.New(resolve.Options{Registries: map[string]resolve.Registry{reg.host: {Insecure: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mutate.NewHandler(mutate.Handler{Policy: fixedPolicy{pol}, Resolver: res, OwnNamespace: "pullgate"}), reg
+}
+
+func podRequest(t *testing.T, op admissionv1.Operation, pod *corev1.Pod) admission.Request {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID:       "u1",
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: "apps",
+		Operation: op,
+		Object:    runtime.RawExtension{Raw: raw},
+	}}
+}
+
+func testPod(images ...string) *corev1.Pod {
+	p := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: "p"}}
+	for i, img := range images {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: fmt.Sprintf("c%d", i), Image: img})
+	}
+	return p
+}
+
+// applied returns the pod after the response's patch, as the API server would store it.
+func applied(t *testing.T, req admission.Request, resp admission.Response) *corev1.Pod {
+	t.Helper()
+	if err := resp.Complete(req); err != nil {
+		t.Fatal(err)
+	}
+	out := req.Object.Raw
+	if len(resp.Patch) > 0 {
+		patch, err := jsonpatch.DecodePatch(resp.Patch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err = patch.Apply(out); err != nil {
+			t.Fatalf("patch does not apply: %v", err)
+		}
+	}
+	var p corev1.Pod
+	if err := json.Unmarshal(out, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+func TestHandlerPinsAgainstRealRegistry(t *testing.T) {
+	h, reg := setup(t, "")
+	nginx := reg.push(t, "hub/library/nginx:1.27")
+	redis := reg.push(t, "hub/bitnami/redis:7")
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27", "bitnami/redis:7", "nginx:1.27"))
+	reg.manifests.Store(0)
+	resp := h.Handle(context.Background(), req)
+	if !resp.Allowed || len(resp.Warnings) != 0 {
+		t.Fatalf("allowed=%v warnings=%v result=%v", resp.Allowed, resp.Warnings, resp.Result)
+	}
+	p := applied(t, req, resp)
+	want := []string{
+		reg.host + "/hub/library/nginx:1.27@" + nginx,
+		reg.host + "/hub/bitnami/redis:7@" + redis,
+		reg.host + "/hub/library/nginx:1.27@" + nginx,
+	}
+	for i, c := range p.Spec.Containers {
+		if c.Image != want[i] || c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("container %d: %s %s, want %s IfNotPresent", i, c.Image, c.ImagePullPolicy, want[i])
+		}
+	}
+	if len(p.Spec.ImagePullSecrets) != 1 || p.Spec.ImagePullSecrets[0].Name != "mirror-pull" {
+		t.Errorf("pull secrets %v", p.Spec.ImagePullSecrets)
+	}
+	// Two distinct tags: two manifest requests, the duplicate image shares one.
+	if n := reg.manifests.Load(); n != 2 {
+		t.Errorf("%d manifest requests, want 2", n)
+	}
+}
+
+func TestHandlerAuditAndDryRun(t *testing.T) {
+	h, reg := setup(t, "mode: Audit\n")
+	reg.push(t, "hub/library/nginx:1.27")
+	auditRewrites := map[string]string{"action": "rewrite", "mode": "audit"}
+	before := counter(t, "pullgate_mutations_total", auditRewrites)
+
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
+	resp := h.Handle(context.Background(), req)
+	if !resp.Allowed || len(resp.Patches) != 0 {
+		t.Fatalf("audit must admit unchanged: allowed=%v patches=%v", resp.Allowed, resp.Patches)
+	}
+	joined := strings.Join(resp.Warnings, "\n")
+	for _, w := range []string{"would rewrite", "would pin", "would set imagePullPolicy", `would add imagePullSecret "mirror-pull"`} {
+		if !strings.Contains(joined, w) {
+			t.Errorf("missing warning %q in %q", w, joined)
+		}
+	}
+	if resp.AuditAnnotations["mode"] != "audit" || !strings.Contains(resp.AuditAnnotations["changes"], "rewrite") {
+		t.Errorf("audit annotations %v", resp.AuditAnnotations)
+	}
+	if got := counter(t, "pullgate_mutations_total", auditRewrites) - before; got != 1 {
+		t.Errorf("audit rewrite counter moved by %v, want 1", got)
+	}
+
+	// The same request as a dry run is answered identically and leaves no trace in metrics.
+	dry := true
+	req.DryRun = &dry
+	resp2 := h.Handle(context.Background(), req)
+	if strings.Join(resp2.Warnings, "\n") != joined {
+		t.Errorf("dry run answered differently: %v", resp2.Warnings)
+	}
+	if got := counter(t, "pullgate_mutations_total", auditRewrites) - before; got != 1 {
+		t.Errorf("dry run moved the counter: %v", got)
+	}
+}
+
+// counter reads a counter from controller-runtime's registry, where pullgate registers its own.
+func counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func TestHandlerDeadlineAndCancel(t *testing.T) {
+	h, reg := setup(t, "resolve: {timeout: 300ms}\n")
+	reg.hang.Store(true)
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27", "redis:7"))
+	start := time.Now()
+	resp := h.Handle(context.Background(), req)
+	took := time.Since(start)
+	// The acceptance bound: an admission never takes longer than the budget plus 100ms.
+	if took > 400*time.Millisecond {
+		t.Errorf("took %v with a 300ms budget", took)
+	}
+	if !resp.Allowed || len(resp.Warnings) != 2 || !strings.Contains(resp.Warnings[0], "could not pin") {
+		t.Fatalf("hanging registry: allowed=%v warnings=%v", resp.Allowed, resp.Warnings)
+	}
+	// Rewritten to the mirror even though unpinned, and pull policy left alone.
+	p := applied(t, req, resp)
+	if c := p.Spec.Containers[0]; c.Image != reg.host+"/hub/library/nginx:1.27" || c.ImagePullPolicy != "" {
+		t.Errorf("unpinned container: %s %q", c.Image, c.ImagePullPolicy)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start = time.Now()
+	resp = h.Handle(ctx, podRequest(t, admissionv1.Create, testPod("busybox:1")))
+	if time.Since(start) > 100*time.Millisecond || !resp.Allowed || len(resp.Warnings) != 1 {
+		t.Errorf("cancelled context: took %v, allowed=%v, warnings=%v", time.Since(start), resp.Allowed, resp.Warnings)
+	}
+}
+
+func TestHandlerDeny(t *testing.T) {
+	h, _ := setup(t, "resolve: {onError: Deny}\n")
+	resp := h.Handle(context.Background(), podRequest(t, admissionv1.Create, testPod("nginx:does-not-exist")))
+	if resp.Allowed || !strings.Contains(resp.Result.Message, "onError: Deny") || !strings.Contains(resp.Result.Message, "nginx:does-not-exist") {
+		t.Fatalf("want a denial naming the image and cause, got allowed=%v %v", resp.Allowed, resp.Result)
+	}
+}
+
+func TestHandlerBadRequests(t *testing.T) {
+	t.Parallel()
+	h, _ := setup(t, "")
+	good := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
+	cases := []struct {
+		name    string
+		mod     func(r *admission.Request)
+		allowed bool
+		code    int32
+	}{
+		{"object null", func(r *admission.Request) { r.Object.Raw = []byte("null") }, false, 400},
+		{"object missing", func(r *admission.Request) { r.Object.Raw = nil }, false, 400},
+		{"object not json", func(r *admission.Request) { r.Object.Raw = []byte("{not json") }, false, 400},
+		{"object wrong kind", func(r *admission.Request) { r.Object.Raw = []byte(`{"apiVersion":"v1","kind":"Secret"}`) }, false, 400},
+		{"containers not a list", func(r *admission.Request) { r.Object.Raw = []byte(`{"kind":"Pod","spec":{"containers":"x"}}`) }, false, 400},
+		{"update without oldObject", func(r *admission.Request) { r.Operation = admissionv1.Update }, false, 400},
+		{"not pods", func(r *admission.Request) { r.Resource.Resource = "deployments"; r.Resource.Group = "apps" }, true, 200},
+		{"delete", func(r *admission.Request) { r.Operation = admissionv1.Delete }, true, 200},
+		{"status subresource", func(r *admission.Request) { r.SubResource = "status" }, true, 200},
+		{"own namespace", func(r *admission.Request) { r.Namespace = "pullgate" }, true, 200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := good
+			req.Object.Raw = append([]byte(nil), good.Object.Raw...)
+			tc.mod(&req)
+			resp := h.Handle(context.Background(), req)
+			if resp.Allowed != tc.allowed || resp.Result.Code != tc.code || len(resp.Patches) != 0 {
+				t.Errorf("allowed=%v code=%d patches=%d, want allowed=%v code=%d and no patch (%s)", resp.Allowed, resp.Result.Code, len(resp.Patches), tc.allowed, tc.code, resp.Result.Message)
+			}
+		})
+	}
+}
+
+// TestHandlerReadmePod checks the example pod shipped for `make run`: every image field moves.
+func TestHandlerExamplePod(t *testing.T) {
+	h, reg := setup(t, "")
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "initContainers") || !strings.Contains(string(data), "reference:") {
+		t.Fatal("example pod should show init containers and image volumes")
+	}
+	reg.push(t, "hub/library/busybox:1.36")
+	reg.push(t, "hub/library/nginx:latest")
+	req := podRequest(t, admissionv1.Create, testPod("busybox:1.36", "nginx"))
+	p := applied(t, req, h.Handle(context.Background(), req))
+	for _, c := range p.Spec.Containers {
+		if !strings.HasPrefix(c.Image, reg.host+"/hub/library/") || !strings.Contains(c.Image, "@sha256:") {
+			t.Errorf("not moved and pinned: %s", c.Image)
+		}
+	}
+}
