@@ -1,0 +1,20 @@
+// Package resolve turns image tags into the digests they name, for pinning pod images.
+//
+// It is the only package of pullgate that talks to registries. A Resolver asks with HEAD
+// (GET only when HEAD carries no digest) and returns the digest of what the tag names, the
+// index for a multi-arch tag. Answers are cached per reference and credential identity in a
+// bounded LRU with a TTL; "not found" is cached briefly; concurrent resolutions of one tag
+// share one registry call. When a registry fails, an expired answer up to Options.MaxStale
+// old is served and marked stale. Each registry has a circuit breaker, every call runs under
+// the caller's deadline with at most one quick retry, and errors wrap one of ErrNotFound,
+// ErrUnauthorized, ErrTimeout, ErrCircuitOpen or ErrRegistry (or context.Canceled).
+//
+// Resolver implements mutate.Resolver; this package imports mutate for that interface's types
+// only. Configuration is plain Options, which cmd/webhook builds from the policy; Configure
+// swaps it on reload and keeps the cache.
+//
+// Metrics go to controller-runtime's registry: pullgate_resolve_duration_seconds,
+// pullgate_resolve_cache_total, pullgate_registry_requests_total and
+// pullgate_registry_circuit_open, labelled by configured registry host (others as "other"),
+// never by image.
+package resolve

@@ -1,0 +1,106 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"syscall"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Sentinels for errors.Is. Every error Resolve returns wraps exactly one of them, or
+// context.Canceled when the caller gave up.
+var (
+	// ErrNotFound: the registry answered that the tag (or repository) does not exist.
+	ErrNotFound = errors.New("image not found")
+	// ErrUnauthorized: the registry refused the credentials, or demanded some and had none.
+	ErrUnauthorized = errors.New("registry denied access")
+	// ErrTimeout: the registry did not answer within the deadline. Also wraps
+	// context.DeadlineExceeded when the caller's deadline was the one that ran out.
+	ErrTimeout = errors.New("registry timed out")
+	// ErrCircuitOpen: the registry failed repeatedly and is not contacted until a cooldown
+	// has passed.
+	ErrCircuitOpen = errors.New("registry circuit open")
+	// ErrRegistry: any other failure: 5xx, 429, connection or TLS errors, an unusable answer.
+	ErrRegistry = errors.New("registry error")
+)
+
+// errUnsupported marks an answer that arrived but cannot be pinned (schema 1, a digest that is
+// not sha256). It is wrapped in ErrRegistry; it does not count against the circuit breaker
+// because the registry is healthy.
+var errUnsupported = errors.New("unsupported manifest")
+
+// failure is the classified outcome of one registry interaction.
+type failure struct {
+	err   error // wraps one sentinel
+	trips bool  // counts against the registry's circuit breaker
+	retry bool  // worth one quick retry
+}
+
+// classify maps what go-containerregistry and net/http return onto the sentinels. ctx is the
+// context the call ran under: once it is done, its error decides, whatever the transport made
+// of it (a ping racing https and http joins its errors without Unwrap).
+func classify(ctx context.Context, ref name.Reference, err error) failure {
+	image := ref.String()
+	host := ref.Context().RegistryStr()
+	if cerr := ctx.Err(); cerr != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		if cerr == nil {
+			cerr = err
+		}
+		if errors.Is(cerr, context.Canceled) {
+			return failure{err: fmt.Errorf("resolve %s: %w", image, cerr)}
+		}
+		return failure{err: fmt.Errorf("resolve %s: %w: %s did not answer in time: %w", image, ErrTimeout, host, cerr), trips: true}
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		code := terr.StatusCode
+		switch {
+		case code == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
+			return failure{err: fmt.Errorf("resolve %s: %w: %w", image, ErrNotFound, err)}
+		case code == http.StatusUnauthorized || code == http.StatusForbidden || hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode):
+			return failure{err: fmt.Errorf("resolve %s: %w: check the pull credentials for %s: %w", image, ErrUnauthorized, host, err)}
+		case code == http.StatusTooManyRequests || hasCode(terr, transport.TooManyRequestsErrorCode):
+			// Rate limited: the registry is up, so the breaker stays closed (a mirror that
+			// rate-limits tag lookups may still serve digests to the fallback check).
+			return failure{err: fmt.Errorf("resolve %s: %w: %s is rate limiting: %w", image, ErrRegistry, host, err), retry: true}
+		case code >= 500:
+			return failure{err: fmt.Errorf("resolve %s: %w: %s answered %d: %w", image, ErrRegistry, host, code, err), trips: true, retry: true}
+		default:
+			return failure{err: fmt.Errorf("resolve %s: %w: %s answered %d: %w", image, ErrRegistry, host, code, err)}
+		}
+	}
+	if errors.Is(err, errUnsupported) {
+		return failure{err: fmt.Errorf("resolve %s: %w: %w", image, ErrRegistry, err)}
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return failure{err: fmt.Errorf("resolve %s: %w: %s did not answer in time: %w", image, ErrTimeout, host, err), trips: true}
+	}
+	reset := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	return failure{err: fmt.Errorf("resolve %s: %w: cannot reach %s: %w", image, ErrRegistry, host, err), trips: true, retry: reset}
+}
+
+func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range terr.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// callerError is what a waiter returns when its own context ends before the shared call does.
+func callerError(ctx context.Context, ref name.Reference) error {
+	err := ctx.Err()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("resolve %s: %w: %s did not answer before the deadline: %w", ref, ErrTimeout, ref.Context().RegistryStr(), err)
+	}
+	return fmt.Errorf("resolve %s: %w", ref, err)
+}

@@ -1,0 +1,205 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// retryDelay is the pause before the one retry a registry call gets. go-containerregistry's
+// own retries (1 s then 3 s, sleeping without looking at the context) are off: the transport
+// handed to remote is a transport.Wrapper, which remote does not wrap again.
+const retryDelay = 50 * time.Millisecond
+
+// flight is the shared call behind every concurrent Resolve of one key. It runs under its own
+// deadline, detached from the first caller's cancellation but keeping its values (logger).
+func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod authn.Keychain) (any, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout)
+	defer cancel()
+	log := logr.FromContextOrDiscard(ctx)
+
+	// A caller that missed the cache just before the previous call for this key stored its
+	// answer starts a new call; it must not ask the registry again.
+	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	case lookupHit:
+		return flightResult{digest: digest}, nil
+	case lookupNegative:
+		return nil, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
+	}
+
+	digest, err := r.call(ctx, cfg, ref, pod, manifestDigest)
+	if err == nil {
+		r.cache.put(key, entry{digest: digest, stored: cfg.now()})
+		return flightResult{digest: digest}, nil
+	}
+	if upstream != nil {
+		d, ferr := r.call(ctx, cfg, *upstream, pod, manifestDigest)
+		if ferr == nil {
+			// Pin only what the mirror can serve, or the pod would fail to pull.
+			_, ferr = r.call(ctx, cfg, ref.Context().Digest(d), pod, manifestDigest)
+		}
+		if ferr == nil {
+			log.V(1).Info("mirror failed, resolved through the upstream", "image", ref.String(), "upstream", upstream.String(), "digest", d, "error", err.Error())
+			r.cache.put(key, entry{digest: d, stored: cfg.now()})
+			return flightResult{digest: d, fallback: true}, nil
+		}
+		// The mirror's failure is the one that decides the error class; the fallback's is
+		// kept as text so that errors.Is does not see two answers.
+		err = fmt.Errorf("%w; upstream fallback: %v", err, ferr)
+	}
+	if errors.Is(err, ErrNotFound) {
+		r.cache.put(key, entry{stored: cfg.now()})
+	}
+	return nil, err
+}
+
+// op is one piece of work against a registry, given an authenticated transport.
+type op func(ctx context.Context, rt http.RoundTripper, ref name.Reference) (string, error)
+
+// call runs op against ref's registry under its circuit breaker, with at most one quick
+// retry, and returns a classified error.
+func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, pod authn.Keychain, do op) (string, error) {
+	host := ref.Context().RegistryStr()
+	br := r.breakers.get(host, r.label(host))
+	if ok, until := br.allow(cfg.now()); !ok {
+		return "", fmt.Errorf("resolve %s: %w: %s failed %d times in a row, next try after %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
+	}
+	digest, f := r.attempt(ctx, cfg, ref, pod, do)
+	switch br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown) {
+	case 1:
+		r.metrics.circuitOpen.WithLabelValues(br.label).Inc()
+		logr.FromContextOrDiscard(ctx).Info("registry circuit opened", "registry", host, "cooldown", cfg.cooldown.String(), "error", f.err.Error())
+	case -1:
+		r.metrics.circuitOpen.WithLabelValues(br.label).Dec()
+		logr.FromContextOrDiscard(ctx).Info("registry circuit closed", "registry", host)
+	}
+	return digest, f.err
+}
+
+func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod authn.Keychain, do op) (string, failure) {
+	reg := cfg.registry(ref.Context().RegistryStr())
+	auth, err := cfg.auth(ctx, reg, ref.Context(), pod)
+	if err != nil {
+		return "", failure{err: fmt.Errorf("resolve %s: %w: credentials for %s: %w", ref, ErrUnauthorized, ref.Context().RegistryStr(), err)}
+	}
+	for retried := false; ; retried = true {
+		start := time.Now()
+		digest, err := authenticated(ctx, reg.transport, auth, ref, do)
+		if err == nil {
+			return digest, failure{}
+		}
+		f := classify(ctx, ref, err)
+		if retried || !f.retry || !timeLeft(ctx, time.Since(start)) {
+			return "", f
+		}
+		t := time.NewTimer(retryDelay + rand.N(retryDelay))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", classify(ctx, ref, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// timeLeft reports whether a retry fits before the deadline: the pause plus twice what the
+// first try took.
+func timeLeft(ctx context.Context, took time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && time.Until(deadline) > 2*retryDelay+2*took
+}
+
+// auth picks credentials the way the kubelet does: the pod's own pull secrets first, then
+// the registry's configured credentials, then the optional keychain, then anonymous.
+func (c *config) auth(ctx context.Context, reg registry, repo name.Repository, pod authn.Keychain) (authn.Authenticator, error) {
+	if pod != nil {
+		a, err := authn.Resolve(ctx, pod, repo)
+		if err != nil || a != authn.Anonymous {
+			return a, err
+		}
+	}
+	if reg.auth != nil {
+		return reg.auth, nil
+	}
+	if c.keychain != nil {
+		return authn.Resolve(ctx, c.keychain, repo)
+	}
+	return authn.Anonymous, nil
+}
+
+// authenticated does the ping and token exchange once and hands the result to do, so that a
+// HEAD, its GET fallback and a digest check share one handshake.
+func authenticated(ctx context.Context, rt http.RoundTripper, auth authn.Authenticator, ref name.Reference, do op) (string, error) {
+	repo := ref.Context()
+	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, rt, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return "", err
+	}
+	return do(ctx, tr, ref)
+}
+
+// manifestDigest asks for the digest with HEAD, and GETs the manifest only when the HEAD
+// answer carries none. The digest is the one the reference names: for a multi-arch tag, the
+// index. Given a digest reference it checks that the registry serves it (remote compares the
+// answer with the digest asked for).
+func manifestDigest(ctx context.Context, rt http.RoundTripper, ref name.Reference) (string, error) {
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(rt)}
+	desc, err := remote.Head(ref, opts...)
+	if err == nil {
+		return pinnable(desc.MediaType, desc.Digest)
+	}
+	if !headHadNoDigest(ctx, err) {
+		return "", err
+	}
+	full, err := remote.Get(ref, opts...)
+	if err != nil {
+		return "", err
+	}
+	return pinnable(full.MediaType, full.Digest)
+}
+
+// headHadNoDigest tells a HEAD that answered without a usable digest (go-containerregistry
+// reports a 200 lacking Docker-Content-Digest, Content-Type or Content-Length as a plain
+// error), or a registry that does not do HEAD, from a HEAD that failed.
+func headHadNoDigest(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return terr.StatusCode == http.StatusMethodNotAllowed
+	}
+	var uerr *url.Error
+	return !errors.As(err, &uerr)
+}
+
+// pinnable accepts the manifest and index media types of OCI and Docker v2, with a sha256
+// digest: what a kubelet can pull by digest and the Resolution contract promises.
+func pinnable(mt types.MediaType, digest v1.Hash) (string, error) {
+	base, _, err := mime.ParseMediaType(string(mt))
+	if err != nil {
+		base = string(mt)
+	}
+	switch types.MediaType(base) {
+	case types.OCIImageIndex, types.OCIManifestSchema1, types.DockerManifestList, types.DockerManifestSchema2:
+	default:
+		return "", fmt.Errorf("%w: media type %q", errUnsupported, mt)
+	}
+	if digest.Algorithm != "sha256" {
+		return "", fmt.Errorf("%w: digest algorithm %q", errUnsupported, digest.Algorithm)
+	}
+	return digest.String(), nil
+}

@@ -1,0 +1,355 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pullgate/pullgate/pkg/mutate"
+)
+
+var _ mutate.Resolver = (*Resolver)(nil)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultCacheTTL        = 5 * time.Minute
+	DefaultCacheSize       = 10000
+	DefaultMaxStale        = 24 * time.Hour
+	DefaultNegativeTTL     = 10 * time.Second
+	DefaultTimeout         = 10 * time.Second
+	DefaultBreakerFailures = 5
+	DefaultBreakerCooldown = 30 * time.Second
+)
+
+// Options configure a Resolver. Zero values take the defaults above; negative ones are errors.
+type Options struct {
+	CacheTTL    time.Duration // how long a resolved digest is served without asking again
+	CacheSize   int           // entries, least recently used evicted first
+	MaxStale    time.Duration // after expiry, how long a digest may still be served when the registry fails
+	NegativeTTL time.Duration // how long "not found" is remembered
+
+	// FallbackToUpstream asks ResolveRequest.Upstream when the mirror fails, and uses the answer
+	// only if the mirror serves that digest.
+	FallbackToUpstream bool
+
+	// Registries is keyed by registry host as name.Registry.RegistryStr() spells it
+	// ("127.0.0.1:5000", "index.docker.io"; "docker.io" is folded into the latter). Hosts not
+	// listed are reached anonymously (or through Keychain) over verified TLS, and share the
+	// metric label "other".
+	Registries map[string]Registry
+
+	// Keychain, if set, supplies credentials for registries whose Registry.Auth is nil (for
+	// example KeychainFromDockerConfigJSON over a mounted file).
+	Keychain authn.Keychain
+
+	// PodSecrets, if set, is consulted for requests that carry pull secrets. Its credentials
+	// come first, and its identity becomes part of the cache key.
+	PodSecrets PodSecrets
+
+	// Timeout bounds one shared registry call. Callers join a call already under way for the
+	// same tag and leave it when their own deadline passes; the call itself goes on until it
+	// answers or this runs out, so that it is not cut short by whichever caller came first.
+	// Keep it above the longest deadline callers use. Default 10s.
+	Timeout time.Duration
+
+	// BreakerFailures consecutive failed calls (timeouts, 5xx, connection and TLS errors; not
+	// 404, 401 or 429) open a registry's circuit. While open, calls to it fail at once with
+	// ErrCircuitOpen; after BreakerCooldown one probe is let through, and its success closes
+	// the circuit. Defaults 5 and 30s.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+
+	// Now is the clock for cache expiry and breaker cooldowns; nil means time.Now. Deadlines
+	// always use real time.
+	Now func() time.Time
+}
+
+// Registry is how to reach one registry host.
+type Registry struct {
+	// Insecure allows plain HTTP (references are re-created with name.Insecure). It does not
+	// disable TLS verification; give CABundle for a private CA.
+	Insecure bool
+	// CABundle is PEM, trusted in addition to the system roots.
+	CABundle []byte
+	// Auth is nil for anonymous access (or Options.Keychain).
+	Auth authn.Authenticator
+	// CredentialID identifies Auth in cache keys without revealing it: for example the
+	// secret's namespace, name and resourceVersion. Change it when the credentials change.
+	CredentialID string
+}
+
+// Resolver resolves tags to digests. It is safe for concurrent use; Configure swaps its
+// configuration while it serves.
+type Resolver struct {
+	cfg        atomic.Pointer[config]
+	configure  sync.Mutex // one Configure at a time
+	cache      *cache
+	flights    singleflight.Group
+	breakers   breakers
+	transports transports
+	metrics    *metrics
+	count      func(*http.Request, *http.Response)
+}
+
+// config is Options compiled; immutable once stored.
+type config struct {
+	cacheTTL, maxStale, negativeTTL, timeout, cooldown time.Duration
+	size, failures                                     int
+	fallback                                           bool
+	registries                                         map[string]registry
+	anonymous                                          registry // for hosts not listed
+	keychain                                           authn.Keychain
+	podSecrets                                         PodSecrets
+	now                                                func() time.Time
+	bundles                                            [][]byte // CA bundles in use, nil (system roots) included
+}
+
+type registry struct {
+	insecure     bool
+	auth         authn.Authenticator
+	credentialID string
+	transport    http.RoundTripper
+}
+
+// New returns a Resolver with an empty cache.
+func New(opts Options) (*Resolver, error) {
+	r := &Resolver{metrics: sharedMetrics()}
+	r.count = requestCounter(r.metrics.requests, r.label)
+	cfg, err := r.compile(opts)
+	if err != nil {
+		return nil, err
+	}
+	if r.cache, err = newCache(cfg.size); err != nil {
+		return nil, err
+	}
+	r.cfg.Store(cfg)
+	return r, nil
+}
+
+// Configure applies new options, for a policy reload. The cache, the circuit breakers and
+// the connections of unchanged TLS configurations are kept; calls under way finish with the
+// configuration they started with. On error nothing changes.
+func (r *Resolver) Configure(opts Options) error {
+	r.configure.Lock()
+	defer r.configure.Unlock()
+	cfg, err := r.compile(opts)
+	if err != nil {
+		// compile may have built transports for bundles that are now not used.
+		r.transports.keep(r.cfg.Load().bundles)
+		return err
+	}
+	r.cache.lru.Resize(cfg.size)
+	r.cfg.Store(cfg)
+	r.transports.keep(cfg.bundles)
+	return nil
+}
+
+func (r *Resolver) compile(opts Options) (*config, error) {
+	var errs []error
+	duration := func(field string, d, def time.Duration) time.Duration {
+		switch {
+		case d < 0:
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %s", field, d))
+		case d == 0:
+			return def
+		}
+		return d
+	}
+	count := func(field string, n, def int) int {
+		switch {
+		case n < 0:
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", field, n))
+		case n == 0:
+			return def
+		}
+		return n
+	}
+	cfg := &config{
+		cacheTTL:    duration("cacheTTL", opts.CacheTTL, DefaultCacheTTL),
+		maxStale:    duration("maxStale", opts.MaxStale, DefaultMaxStale),
+		negativeTTL: duration("negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
+		timeout:     duration("timeout", opts.Timeout, DefaultTimeout),
+		cooldown:    duration("breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
+		size:        count("cacheSize", opts.CacheSize, DefaultCacheSize),
+		failures:    count("breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
+		fallback:    opts.FallbackToUpstream,
+		registries:  make(map[string]registry, len(opts.Registries)),
+		keychain:    opts.Keychain,
+		podSecrets:  opts.PodSecrets,
+		now:         opts.Now,
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	rt, err := r.transports.get(nil, r.count)
+	if err != nil {
+		return nil, err
+	}
+	cfg.anonymous = registry{transport: rt}
+	cfg.bundles = [][]byte{nil}
+	for key, reg := range opts.Registries {
+		nr, err := name.NewRegistry(key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("registries[%q]: %w", key, err))
+			continue
+		}
+		host := nr.RegistryStr()
+		if _, dup := cfg.registries[host]; dup {
+			errs = append(errs, fmt.Errorf("registries[%q]: %s is listed twice", key, host))
+			continue
+		}
+		rt, err := r.transports.get(reg.CABundle, r.count)
+		if err != nil {
+			errs = append(errs, bundleError(host, err))
+			continue
+		}
+		cfg.bundles = append(cfg.bundles, reg.CABundle)
+		cfg.registries[host] = registry{insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("resolver options: %w", err)
+	}
+	return cfg, nil
+}
+
+func (c *config) registry(host string) registry {
+	if reg, ok := c.registries[host]; ok {
+		return reg
+	}
+	return c.anonymous
+}
+
+// label is the metric label for a host: itself if configured, "other" if not.
+func (r *Resolver) label(host string) string {
+	if cfg := r.cfg.Load(); cfg != nil {
+		if _, ok := cfg.registries[host]; ok {
+			return host
+		}
+	}
+	return otherRegistry
+}
+
+// tag re-creates t with the registry's insecure flag, so that plain HTTP is allowed exactly
+// where the configuration says.
+func (c *config) tag(t name.Tag) (name.Tag, error) {
+	var opts []name.Option
+	if c.registry(t.Context().RegistryStr()).insecure {
+		opts = append(opts, name.Insecure)
+	}
+	return name.NewTag(t.Name(), opts...)
+}
+
+// Resolve returns the digest req.Ref names now. The answer comes from the cache while fresh;
+// otherwise one registry call per tag and credential identity is shared by every concurrent
+// caller. When the registry fails and an expired answer is at most MaxStale old, that answer
+// comes back with Stale set and no error.
+func (r *Resolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (mutate.Resolution, error) {
+	start := time.Now()
+	cfg := r.cfg.Load()
+	res, outcome, err := r.resolve(ctx, cfg, req)
+	r.metrics.duration.WithLabelValues(r.label(req.Ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
+	return res, err
+}
+
+// flightResult is what the shared call hands its callers.
+type flightResult struct {
+	digest   string
+	fallback bool
+}
+
+func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveRequest) (mutate.Resolution, string, error) {
+	ref, err := cfg.tag(req.Ref)
+	if err != nil {
+		return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
+	}
+	var pod authn.Keychain
+	var podID string
+	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
+		pod, podID, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
+		if err != nil {
+			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", ref, ErrUnauthorized, req.Namespace, err)
+		}
+	}
+	// The reference is already normalized (index.docker.io/library/...); the identities keep
+	// answers obtained with different credentials apart.
+	key := ref.Name() + "\x00" + cfg.registry(ref.Context().RegistryStr()).credentialID + "\x00" + podID
+
+	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	case lookupHit:
+		r.metrics.cache.WithLabelValues("hit").Inc()
+		return mutate.Resolution{Digest: digest}, outcomeHit, nil
+	case lookupNegative:
+		r.metrics.cache.WithLabelValues("negative").Inc()
+		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
+	}
+	r.metrics.cache.WithLabelValues("miss").Inc()
+	if ctx.Err() != nil {
+		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
+	}
+
+	var upstream *name.Tag
+	if cfg.fallback && req.Upstream.RepositoryStr() != "" && req.Upstream.Name() != req.Ref.Name() {
+		up, err := cfg.tag(req.Upstream)
+		if err != nil {
+			return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
+		}
+		upstream = &up
+	}
+
+	ch := r.flights.DoChan(key, func() (any, error) {
+		return r.flight(ctx, cfg, key, ref, upstream, pod)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return r.orStale(ctx, cfg, key, ref, res.Err)
+		}
+		fr := res.Val.(flightResult)
+		if fr.fallback {
+			return mutate.Resolution{Digest: fr.digest}, outcomeFallback, nil
+		}
+		return mutate.Resolution{Digest: fr.digest}, outcomeResolved, nil
+	case <-ctx.Done():
+		// The shared call goes on for the other callers and fills the cache.
+		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
+	}
+}
+
+// orStale turns a registry failure into a stale answer when one is within MaxStale. Answers
+// that are not failures (not found, unauthorized) and callers that gave up get the error.
+func (r *Resolver) orStale(ctx context.Context, cfg *config, key string, ref name.Tag, err error) (mutate.Resolution, string, error) {
+	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrCircuitOpen) {
+		if digest, ok := r.cache.stale(key, cfg.now(), cfg); ok {
+			r.metrics.cache.WithLabelValues("stale").Inc()
+			logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", digest, "error", err.Error())
+			return mutate.Resolution{Digest: digest, Stale: true}, outcomeStale, nil
+		}
+	}
+	return mutate.Resolution{}, outcomeOf(err), err
+}
+
+func outcomeOf(err error) string {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return outcomeNotFound
+	case errors.Is(err, ErrUnauthorized):
+		return outcomeUnauthorized
+	case errors.Is(err, ErrTimeout):
+		return outcomeTimeout
+	case errors.Is(err, ErrCircuitOpen):
+		return outcomeCircuitOpen
+	case errors.Is(err, context.Canceled):
+		return outcomeCanceled
+	default:
+		return outcomeError
+	}
+}
