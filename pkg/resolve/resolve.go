@@ -267,21 +267,18 @@ type flightResult struct {
 }
 
 func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveRequest) (mutate.Resolution, string, error) {
-	ref, err := cfg.tag(req.Ref)
-	if err != nil {
-		return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
-	}
 	var pod authn.Keychain
 	var podID string
+	var err error
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
 		pod, podID, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
 		if err != nil {
-			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", ref, ErrUnauthorized, req.Namespace, err)
+			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
 		}
 	}
-	// The reference is already normalized (index.docker.io/library/...); the identities keep
-	// answers obtained with different credentials apart.
-	key := ref.Name() + "\x00" + cfg.registry(ref.Context().RegistryStr()).credentialID + "\x00" + podID
+	// Name() is the normalized reference (index.docker.io/library/...), whatever the insecure
+	// flag; the identities keep answers obtained with different credentials apart.
+	key := req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + podID
 
 	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
@@ -289,9 +286,13 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 		return mutate.Resolution{Digest: digest}, outcomeHit, nil
 	case lookupNegative:
 		r.metrics.cache.WithLabelValues("negative").Inc()
-		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
+		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL)
 	}
 	r.metrics.cache.WithLabelValues("miss").Inc()
+	ref, err := cfg.tag(req.Ref)
+	if err != nil {
+		return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
+	}
 	if ctx.Err() != nil {
 		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
 	}
