@@ -49,7 +49,9 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		d, ferr := r.call(ctx, cfg, *upstream, pod, manifestDigest)
 		if ferr == nil {
 			// Pin only what the mirror can serve, or the pod would fail to pull.
-			_, ferr = r.call(ctx, cfg, ref.Context().Digest(d), pod, manifestDigest)
+			if _, verr := r.call(ctx, cfg, ref.Context().Digest(d), pod, manifestDigest); verr != nil {
+				ferr = fmt.Errorf("the mirror does not serve the upstream's %s: %w", d, verr)
+			}
 		}
 		if ferr == nil {
 			log.V(1).Info("mirror failed, resolved through the upstream", "image", ref.String(), "upstream", upstream.String(), "digest", d, "error", err.Error())
@@ -75,7 +77,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 	host := ref.Context().RegistryStr()
 	br := r.breakers.get(host, r.label(host))
 	if ok, until := br.allow(cfg.now()); !ok {
-		return "", fmt.Errorf("resolve %s: %w: %s failed %d times in a row, next try after %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
+		return "", fmt.Errorf("resolve %s: %w: %s failed %d calls in a row and is left alone until %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
 	}
 	digest, f := r.attempt(ctx, cfg, ref, pod, do)
 	switch br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown) {

@@ -48,7 +48,8 @@ type Options struct {
 	Registries map[string]Registry
 
 	// Keychain, if set, supplies credentials for registries whose Registry.Auth is nil (for
-	// example KeychainFromDockerConfigJSON over a mounted file).
+	// example KeychainFromDockerConfigJSON over a mounted file). Its answers are cached with no
+	// identity of their own: give it only credentials that every pod may use.
 	Keychain authn.Keychain
 
 	// PodSecrets, if set, is consulted for requests that carry pull secrets. Its credentials
@@ -251,7 +252,9 @@ func (c *config) tag(t name.Tag) (name.Tag, error) {
 // Resolve returns the digest req.Ref names now. The answer comes from the cache while fresh;
 // otherwise one registry call per tag and credential identity is shared by every concurrent
 // caller. When the registry fails and an expired answer is at most MaxStale old, that answer
-// comes back with Stale set and no error.
+// comes back with Stale set and no error; that includes the caller's deadline running out
+// (the error is then ErrTimeout), but not cancellation, which returns context.Canceled at
+// once.
 func (r *Resolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (mutate.Resolution, error) {
 	start := time.Now()
 	cfg := r.cfg.Load()
