@@ -144,6 +144,10 @@ type Env struct {
 	// WebhookCA signs webhook serving certificates; its PEM is the caBundle.
 	WebhookCA *CA
 
+	// AuditLog is the API server's audit log (JSON lines, Metadata level for pods), where the
+	// annotations pullgate sets on admission end up.
+	AuditLog string
+
 	mu      sync.Mutex
 	procs   []*Process
 	closers []func()
@@ -324,6 +328,10 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 	if err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+		return fmt.Errorf("write audit policy: %w", err)
+	}
+	e.AuditLog = filepath.Join(e.Dir, "audit.log")
 
 	var host string
 	_, err = startWithPorts(func() (*Process, error) {
@@ -352,6 +360,8 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 			"--endpoint-reconciler-type=none",
 			"--disable-admission-plugins=ServiceAccount",
 			"--allow-privileged=true",
+			"--audit-policy-file="+filepath.Join(dir, "audit-policy.yaml"),
+			"--audit-log-path="+e.AuditLog,
 		)
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -51,6 +52,28 @@ func TestReinvocation(t *testing.T) {
 	checkContainer(t, "injected sidecar", stored.Spec.Containers[1], pinned(sidecar, dSidecar), corev1.PullIfNotPresent)
 	checkSecrets(t, stored, e2e.MirrorSecret)
 	t.Logf("sidecar injector called %d times", calls.Load())
+
+	// The audit trail of the create must show both of pullgate's invocations, the reinvocation
+	// that rewrote the sidecar included.
+	t.Run("audit annotations", func(t *testing.T) {
+		ev := env.WaitForAuditEvent(t, func(ev e2e.AuditEvent) bool {
+			return ev.Verb == "create" && ev.ObjectRef != nil && ev.ObjectRef.Namespace == ns && ev.ObjectRef.Name == "app"
+		})
+		var ours []string
+		for k, v := range ev.Annotations {
+			if strings.HasPrefix(k, e2e.WebhookName+"/") {
+				ours = append(ours, k+"="+v)
+			}
+		}
+		t.Logf("pullgate audit annotations: %q", ours)
+		if !mentions(ours, app) {
+			t.Errorf("no audit annotation records the rewrite of %s", app)
+		}
+		if !mentions(ours, sidecar) {
+			t.Errorf("no audit annotation records the rewrite of the injected %s (see the API server log for "+
+				"\"admission annotations are not allowd to be overwritten\")", sidecar)
+		}
+	})
 }
 
 // startSidecarInjector serves a mutating webhook that appends a container "sidecar" with image
