@@ -1,8 +1,12 @@
 package mutate
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"gomodules.xyz/jsonpatch/v2"
 
@@ -14,6 +18,7 @@ import (
 const (
 	maxWarnings         = 20
 	maxShownRef         = 200
+	maxWarningLength    = 512
 	maxAnnotationLength = 2048
 )
 
@@ -113,6 +118,34 @@ func (p *Plan) Apply(outcomes map[string]Outcome) Result {
 	return r
 }
 
+// sanitize makes a message safe as an HTTP header value: the API server passes warnings on as
+// Warning headers and silently drops any with control characters, and registry error bodies
+// (which end up in our messages) are untrusted text that often ends in a newline.
+func sanitize(s string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError || unicode.IsSpace(r) {
+			space = true
+			continue
+		}
+		if space && b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		space = false
+		b.WriteRune(r)
+	}
+	out := b.String()
+	if len(out) > maxWarningLength {
+		cut := maxWarningLength - 3
+		for cut > 0 && !utf8.RuneStart(out[cut]) {
+			cut--
+		}
+		out = out[:cut] + "..."
+	}
+	return out
+}
+
 func (p *Plan) secretOps(r *Result) []jsonpatch.JsonPatchOperation {
 	if len(p.secrets) == 0 {
 		return nil
@@ -168,23 +201,31 @@ func (p *Plan) annotations(changes []Change) map[string]string {
 	for _, c := range changes {
 		texts = append(texts, c.text())
 	}
-	summary := strings.Join(texts, "; ")
+	summary := sanitize(strings.Join(texts, "; "))
 	if len(summary) > maxAnnotationLength {
 		summary = summary[:maxAnnotationLength-3] + "..."
 	}
-	a := map[string]string{"mode": strings.ToLower(string(p.Mode)), "changes": summary}
+	// The API server refuses to overwrite an audit annotation with a different value, and a
+	// reinvocation (another webhook added a container) makes different changes. Naming the key
+	// after its content records both calls instead of losing the second.
+	sum := sha256.Sum256([]byte(summary))
+	a := map[string]string{"mode": strings.ToLower(string(p.Mode)), "changes-" + hex.EncodeToString(sum[:4]): summary}
 	if p.Rule != "" {
 		a["rule"] = p.Rule
 	}
 	return a
 }
 
+// capWarnings sanitizes every warning and keeps at most maxWarnings of them.
 func capWarnings(ws []string) []string {
-	if len(ws) <= maxWarnings {
-		return ws
+	out := make([]string, 0, min(len(ws), maxWarnings))
+	for i, w := range ws {
+		if i == maxWarnings-1 && len(ws) > maxWarnings {
+			return append(out, fmt.Sprintf("... and %d more (see the audit annotations and pullgate's log)", len(ws)-i))
+		}
+		out = append(out, sanitize(w))
 	}
-	out := append([]string(nil), ws[:maxWarnings-1]...)
-	return append(out, fmt.Sprintf("... and %d more (see the audit annotations and pullgate's log)", len(ws)-maxWarnings+1))
+	return out
 }
 
 // clip shortens a reference for a message; a 4 KB image name must not crowd out the reason.

@@ -38,6 +38,7 @@ type testRegistry struct {
 	host      string
 	manifests atomic.Int64
 	hang      atomic.Bool
+	status    atomic.Int32 // non-zero: answer every request with it and a multi-line body
 }
 
 func newTestRegistry(t *testing.T) *testRegistry {
@@ -46,6 +47,10 @@ func newTestRegistry(t *testing.T) *testRegistry {
 	released := make(chan struct{})
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if code := r.status.Load(); code != 0 {
+			http.Error(w, "injected fault\r\nwith a second line", int(code))
+			return
+		}
 		if strings.Contains(req.URL.Path, "/manifests/") {
 			r.manifests.Add(1)
 			if r.hang.Load() {
@@ -203,7 +208,7 @@ func TestHandlerAuditAndDryRun(t *testing.T) {
 			t.Errorf("missing warning %q in %q", w, joined)
 		}
 	}
-	if resp.AuditAnnotations["mode"] != "audit" || !strings.Contains(resp.AuditAnnotations["changes"], "rewrite") {
+	if resp.AuditAnnotations["mode"] != "audit" || !strings.Contains(changesAnnotation(resp.AuditAnnotations), "rewrite") {
 		t.Errorf("audit annotations %v", resp.AuditAnnotations)
 	}
 	if got := counter(t, "pullgate_mutations_total", auditRewrites) - before; got != 1 {
@@ -335,6 +340,34 @@ func TestHandlerExamplePod(t *testing.T) {
 	for _, c := range p.Spec.Containers {
 		if !strings.HasPrefix(c.Image, reg.host+"/hub/library/") || !strings.Contains(c.Image, "@sha256:") {
 			t.Errorf("not moved and pinned: %s", c.Image)
+		}
+	}
+}
+
+// changesAnnotation returns the value of the content-named changes-<hash> audit annotation.
+func changesAnnotation(a map[string]string) string {
+	for k, v := range a {
+		if strings.HasPrefix(k, "changes-") {
+			return v
+		}
+	}
+	return ""
+}
+
+func TestWarningsAreHeaderSafe(t *testing.T) {
+	h, reg := setup(t, "")
+	reg.status.Store(http.StatusServiceUnavailable)
+	// The registry's error body (untrusted, multi-line) reaches the warning text; the API
+	// server drops warnings that are not valid header values, so the client would see nothing.
+	resp := h.Handle(context.Background(), podRequest(t, admissionv1.Create, testPod("nginx:1")))
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "could not pin") {
+		t.Fatalf("warnings %q", resp.Warnings)
+	}
+	for _, w := range resp.Warnings {
+		for _, r := range w {
+			if r < 0x20 || r == 0x7f {
+				t.Errorf("control character %q in warning %q", r, w)
+			}
 		}
 	}
 }
