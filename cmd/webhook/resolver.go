@@ -9,10 +9,13 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -20,10 +23,25 @@ import (
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
+// podSecretTTL bounds how long a pod's pull-secret keychain is reused. Resolution runs on every
+// admission, cache hits included, so reading the secrets each time would put one API call per
+// secret on the admission path; a rotated secret is picked up within this time.
+const podSecretTTL = 30 * time.Second
+
 // secrets reads kubernetes.io/dockerconfigjson Secrets; nil when no API server is reachable.
 type secrets struct {
 	client    kubernetes.Interface
 	namespace string // pullgate's own: the only place policy-named credentials are read from
+
+	mu   sync.Mutex
+	pods map[string]podKeys // by namespace and sorted secret names
+	now  func() time.Time
+}
+
+type podKeys struct {
+	keychain authn.Keychain
+	id       string
+	expires  time.Time
 }
 
 // get returns a secret's docker config and an identity that changes when the secret does.
@@ -66,6 +84,9 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 			errs = append(errs, fmt.Errorf("mirror %s: %w", m.Host, err))
 			continue
 		}
+		if _, done := opts.Registries[host.RegistryStr()]; done {
+			continue // another mirror on this host; the policy guarantees equal settings
+		}
 		reg := resolve.Registry{Insecure: m.Insecure, CABundle: []byte(m.Source.CABundle)}
 		if m.Source.CAFile != "" {
 			if reg.CABundle, err = os.ReadFile(m.Source.CAFile); err != nil {
@@ -98,14 +119,31 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 }
 
 // podKeychain builds a keychain from a pod's pull secrets; its identity names the secrets and
-// their versions so cached digests are never shared across different credentials.
+// their versions so cached digests are never shared across different credentials. Like the
+// kubelet, it skips secrets that do not exist rather than failing the pod's resolution.
 func (s *secrets) podKeychain(ctx context.Context, namespace string, names []string) (authn.Keychain, string, error) {
 	sorted := append([]string(nil), names...)
 	sort.Strings(sorted)
+	key := namespace + "/" + strings.Join(sorted, ",")
+	now := time.Now
+	if s.now != nil {
+		now = s.now
+	}
+	s.mu.Lock()
+	if e, ok := s.pods[key]; ok && now().Before(e.expires) {
+		s.mu.Unlock()
+		return e.keychain, e.id, nil
+	}
+	s.mu.Unlock()
+
 	var chains []authn.Keychain
 	ids := make([]string, 0, len(sorted))
 	for _, n := range sorted {
 		data, id, err := s.get(ctx, namespace, n)
+		if apierrors.IsNotFound(err) {
+			ids = append(ids, namespace+"/"+n+"@missing")
+			continue
+		}
 		if err != nil {
 			return nil, "", err
 		}
@@ -116,5 +154,12 @@ func (s *secrets) podKeychain(ctx context.Context, namespace string, names []str
 		chains = append(chains, kc)
 		ids = append(ids, id)
 	}
-	return authn.NewMultiKeychain(chains...), strings.Join(ids, ","), nil
+	e := podKeys{keychain: authn.NewMultiKeychain(chains...), id: strings.Join(ids, ","), expires: now().Add(podSecretTTL)}
+	s.mu.Lock()
+	if s.pods == nil || len(s.pods) > 10000 {
+		s.pods = map[string]podKeys{} // bounded: dropping all is cheap, the next admissions refill it
+	}
+	s.pods[key] = e
+	s.mu.Unlock()
+	return e.keychain, e.id, nil
 }

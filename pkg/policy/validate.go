@@ -116,6 +116,7 @@ func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 			}
 		}
 	}
+	errs = append(errs, validateSharedHosts(fld, mirrors)...)
 	// A mirror host that is itself a mirrored upstream would be rewritten twice.
 	for i, m := range mirrors {
 		if mt, err := parseMirror(m.Mirror, m.Insecure); err == nil {
@@ -124,6 +125,31 @@ func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 			} else if ok && j == i && mt.Prefix == "" {
 				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, "a registry cannot be its own mirror"))
 			}
+		}
+	}
+	return errs
+}
+
+// validateSharedHosts: several mirrors may live on one host (Harbor projects), but a host has one
+// connection and one set of credentials, so their TLS and credential settings must agree.
+func validateSharedHosts(fld *field.Path, mirrors []Mirror) field.ErrorList {
+	var errs field.ErrorList
+	first := map[string]int{}
+	for i, m := range mirrors {
+		mt, err := parseMirror(m.Mirror, m.Insecure)
+		if err != nil {
+			continue
+		}
+		j, seen := first[mt.Host]
+		if !seen {
+			first[mt.Host] = i
+			continue
+		}
+		o := mirrors[j]
+		if o.Insecure != m.Insecure || o.CABundle != m.CABundle || o.CAFile != m.CAFile ||
+			o.CredentialsSecret != m.CredentialsSecret || o.CredentialsFile != m.CredentialsFile {
+			errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, fmt.Sprintf(
+				"shares host %s with mirrors[%d] but not its insecure, CA and credentials settings; one host has one connection and one set of credentials", mt.Host, j)))
 		}
 	}
 	return errs
