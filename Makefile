@@ -36,8 +36,16 @@ e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registri
 bench: ## Go benchmarks with allocation figures.
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
+.PHONY: loadtest
+loadtest: build ## Load test over HTTPS against a local registry, with the floor (ARGS=-smoke for a short run).
+	./hack/loadtest.sh $(ARGS)
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME seconds each (default 60).
+	./hack/fuzz.sh $(or $(FUZZTIME),60)
+
 .PHONY: lint
-lint: ## gofmt, go vet, golangci-lint, govulncheck.
+lint: ## gofmt, go vet, golangci-lint, govulncheck (tools installed into ~/.cache/pullgate/tools).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
