@@ -141,7 +141,11 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		}
 		return out
 	}
-	ctx, cancel := context.WithTimeout(ctx, budget)
+	// The resolver's deadline falls a little before ours, so that an answer it produces because
+	// its deadline passed (a stale digest from the cache) arrives while we still wait for it.
+	wait, cancelWait := context.WithTimeout(ctx, budget)
+	defer cancelWait()
+	ctx, cancel := context.WithTimeout(wait, budget-resolveMargin(budget))
 	defer cancel()
 	type answer struct {
 		key string
@@ -158,7 +162,7 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		select {
 		case a := <-answers:
 			out[a.key] = a.o
-		case <-ctx.Done():
+		case <-wait.Done():
 			for _, r := range reqs {
 				if _, ok := out[r.Ref.String()]; !ok {
 					out[r.Ref.String()] = Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
@@ -168,6 +172,11 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		}
 	}
 	return out
+}
+
+// resolveMargin is a tenth of the budget, at most 100ms.
+func resolveMargin(budget time.Duration) time.Duration {
+	return min(budget/10, 100*time.Millisecond)
 }
 
 // StaticLabels is a NamespaceLabeler with fixed labels, for the offline mutate command.

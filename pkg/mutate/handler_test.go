@@ -97,6 +97,12 @@ func (f fixedPolicy) Current() *policy.Compiled { return f.c }
 // setup returns a handler whose policy mirrors docker.io to the test registry.
 func setup(t *testing.T, extra string) (*mutate.Handler, *testRegistry) {
 	t.Helper()
+	return setupWith(t, extra, resolve.Options{})
+}
+
+// setupWith is setup with resolver options (the registry is filled in).
+func setupWith(t *testing.T, extra string, opts resolve.Options) (*mutate.Handler, *testRegistry) {
+	t.Helper()
 	reg := newTestRegistry(t)
 	doc := fmt.Sprintf(`apiVersion: pullgate.dev/v1alpha1
 kind: Policy
@@ -107,7 +113,8 @@ imagePullSecrets: [mirror-pull]
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := resolve.New(resolve.Options{Registries: map[string]resolve.Registry{reg.host: {Insecure: true}}})
+	opts.Registries = map[string]resolve.Registry{reg.host: {Insecure: true}}
+	res, err := resolve.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,6 +375,30 @@ func TestWarningsAreHeaderSafe(t *testing.T) {
 			if r < 0x20 || r == 0x7f {
 				t.Errorf("control character %q in warning %q", r, w)
 			}
+		}
+	}
+}
+
+// TestHandlerStaleIfError: a hanging registry with an expired cache entry still pins the pod,
+// to the last known digest, with a warning, inside the budget. The resolver gives up just
+// before the handler does, so its stale answer is not lost to the handler's own deadline.
+func TestHandlerStaleIfError(t *testing.T) {
+	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond})
+	digest := reg.push(t, "hub/library/nginx:1.27")
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
+	if p := applied(t, req, h.Handle(context.Background(), req)); !strings.HasSuffix(p.Spec.Containers[0].Image, digest) {
+		t.Fatalf("healthy registry: %s", p.Spec.Containers[0].Image)
+	}
+	reg.hang.Store(true)
+	for i := 0; i < 5; i++ { // the race this guards against was timing-dependent
+		start := time.Now()
+		resp := h.Handle(context.Background(), req)
+		if took := time.Since(start); took > 400*time.Millisecond {
+			t.Errorf("took %v with a 300ms budget", took)
+		}
+		p := applied(t, req, resp)
+		if !strings.HasSuffix(p.Spec.Containers[0].Image, digest) || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "last known digest") {
+			t.Fatalf("try %d: image %s warnings %q", i, p.Spec.Containers[0].Image, resp.Warnings)
 		}
 	}
 }
