@@ -91,11 +91,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	var labels mutate.NamespaceLabeler
+	var events mutate.Recorder
 	sec := &secrets{namespace: o.namespace}
 	if client == nil {
 		logger.Info("No API server configured (no --kubeconfig, not in a cluster): namespace labels cannot be read, so rules with namespaceSelector never match and the pullgate.dev/mode label is ignored")
 	} else {
 		labels = newNamespaceLabels(ctx, client)
+		events = newEventRecorder(ctx, client)
 		sec.client = client
 	}
 
@@ -108,7 +110,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if _, err := store.load(); err != nil {
 		return err
 	}
-	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace})
+	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace, Events: events})
 
 	server := webhook.NewServer(webhook.Options{
 		Host:    o.host,

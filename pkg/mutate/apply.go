@@ -180,7 +180,8 @@ func (c Change) wouldText() string {
 	}
 }
 
-func (c Change) text() string {
+// String is the change in one line: "rewrite spec.containers[0].image: a -> b".
+func (c Change) String() string {
 	from := c.From
 	switch {
 	case c.Action == ActionPullSecret:
@@ -199,7 +200,7 @@ func (p *Plan) annotations(changes []Change) map[string]string {
 	}
 	texts := make([]string, 0, len(changes))
 	for _, c := range changes {
-		texts = append(texts, c.text())
+		texts = append(texts, c.String())
 	}
 	summary := sanitize(strings.Join(texts, "; "))
 	if len(summary) > maxAnnotationLength {

@@ -27,6 +27,11 @@ type NamespaceLabeler interface {
 	Labels(ctx context.Context, namespace string) (map[string]string, error)
 }
 
+// Recorder reports, as Kubernetes Events, what audit mode would have changed in a pod.
+type Recorder interface {
+	WouldChange(namespace, pod string, changes []Change)
+}
+
 // Handler is the admission.Handler for pods.
 type Handler struct {
 	Policy PolicySource
@@ -36,6 +41,8 @@ type Handler struct {
 	Namespaces NamespaceLabeler
 	// OwnNamespace is never mutated, so pullgate can always be rescheduled.
 	OwnNamespace string
+	// Events, if set, receives audit mode's would-be changes (never for dry runs).
+	Events Recorder
 }
 
 // NewHandler registers pullgate's metrics and returns a handler.
@@ -94,7 +101,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	res := plan.Apply(h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout()))
 	res.Warnings = append(warnings, res.Warnings...)
 	dryRun := req.DryRun != nil && *req.DryRun
-	h.record(plan, res, dryRun)
+	h.record(req.Namespace, plan, res, dryRun)
 	logger.V(1).Info("Decided", "mode", plan.Mode, "rule", plan.Rule, "changes", len(res.Changes), "warnings", len(res.Warnings), "denied", res.Deny != "", "dryRun", dryRun)
 
 	if res.Deny != "" {
@@ -113,9 +120,12 @@ func (h *Handler) skip(reason, message string) admission.Response {
 }
 
 // record counts changes. A dry run is answered in full but leaves no trace.
-func (h *Handler) record(plan *Plan, res Result, dryRun bool) {
+func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) {
 	if dryRun {
 		return
+	}
+	if h.Events != nil && plan.Mode == policy.ModeAudit && len(res.Changes) > 0 {
+		h.Events.WouldChange(namespace, plan.Pod, res.Changes)
 	}
 	mode := strings.ToLower(string(plan.Mode))
 	for _, c := range res.Changes {

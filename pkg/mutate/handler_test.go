@@ -200,6 +200,8 @@ func TestHandlerPinsAgainstRealRegistry(t *testing.T) {
 
 func TestHandlerAuditAndDryRun(t *testing.T) {
 	h, reg := setup(t, "mode: Audit\n")
+	events := &eventLog{}
+	h.Events = events
 	reg.push(t, "hub/library/nginx:1.27")
 	auditRewrites := map[string]string{"action": "rewrite", "mode": "audit"}
 	before := counter(t, "pullgate_mutations_total", auditRewrites)
@@ -231,6 +233,9 @@ func TestHandlerAuditAndDryRun(t *testing.T) {
 	}
 	if got := counter(t, "pullgate_mutations_total", auditRewrites) - before; got != 1 {
 		t.Errorf("dry run moved the counter: %v", got)
+	}
+	if len(events.calls) != 1 || events.calls[0] != "apps/p: 4 changes" {
+		t.Errorf("events %v, want one for the audit and none for the dry run", events.calls)
 	}
 }
 
@@ -401,4 +406,11 @@ func TestHandlerStaleIfError(t *testing.T) {
 			t.Fatalf("try %d: image %s warnings %q", i, p.Spec.Containers[0].Image, resp.Warnings)
 		}
 	}
+}
+
+// eventLog records what the handler reports for Events.
+type eventLog struct{ calls []string }
+
+func (e *eventLog) WouldChange(namespace, pod string, changes []mutate.Change) {
+	e.calls = append(e.calls, fmt.Sprintf("%s/%s: %d changes", namespace, pod, len(changes)))
 }

@@ -46,6 +46,7 @@ var ErrBadRequest = errors.New("bad admission request")
 // Plan is what pullgate intends to do to one pod before any digest is known.
 type Plan struct {
 	Skip    string // non-empty: admit untouched, for this reason
+	Pod     string // metadata.name, or generateName for pods named by the API server
 	Mode    policy.Mode
 	Rule    string
 	OnError policy.OnError
@@ -85,7 +86,10 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 	if d.Excluded {
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
-	p := &Plan{Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
+	p := &Plan{Pod: pod.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
+	if p.Pod == "" {
+		p.Pod = pod.GenerateName
+	}
 
 	candidates, setPolicy, err := changeable(in, pod)
 	if err != nil {
