@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -158,6 +159,40 @@ func TestChart(t *testing.T) {
 	untouched := create(t, plain, e2e.NewPod("app", env.UpstreamRef(app)))
 	checkContainer(t, "unlabelled namespace", untouched.Spec.Containers[0], env.UpstreamRef(app), "")
 	checkSecrets(t, untouched)
+
+	// The chart's matchConditions (CEL) run on the real API server: an UPDATE that changes an
+	// image, and an ephemeral container, must still reach the webhook; a label change need not.
+	t.Run("updates through matchConditions", func(t *testing.T) {
+		const v2, debug = "e2e/chart-app:v2", "e2e/chart-debug:v1"
+		d2 := env.PushImage(t, v2)
+		dDebug := env.PushImage(t, debug)
+		patch := `{"metadata":{"labels":{"touched":"yes"}},"spec":{"containers":[{"name":"c0","image":"` + env.UpstreamRef(v2) + `"}]}}`
+		if _, err := env.Client.CoreV1().Pods(enforced).Patch(t.Context(), "app", k8stypes.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("patch image: %v", err)
+		}
+		checkContainer(t, "updated container", get(t, enforced, "app").Spec.Containers[0], pinned(v2, d2), corev1.PullIfNotPresent)
+
+		labelOnly := `{"metadata":{"labels":{"touched":"twice"}}}`
+		if _, err := env.Client.CoreV1().Pods(enforced).Patch(t.Context(), "app", k8stypes.StrategicMergePatchType, []byte(labelOnly), metav1.PatchOptions{}); err != nil {
+			t.Fatalf("patch labels: %v", err)
+		}
+		checkContainer(t, "label-only update", get(t, enforced, "app").Spec.Containers[0], pinned(v2, d2), corev1.PullIfNotPresent)
+
+		pod := get(t, enforced, "app")
+		pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+				Name: "debugger", Image: env.UpstreamRef(debug), TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+			},
+			TargetContainerName: "c0",
+		})
+		if _, err := env.Client.CoreV1().Pods(enforced).UpdateEphemeralContainers(t.Context(), "app", pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("update ephemeral containers: %v", err)
+		}
+		ec := ephemeral(t, get(t, enforced, "app"), "debugger")
+		if ec.Image != pinned(debug, dDebug) {
+			t.Errorf("ephemeral container image = %q, want %q", ec.Image, pinned(debug, dDebug))
+		}
+	})
 
 	t.Run("renewal is served without a restart", func(t *testing.T) {
 		before := servedSerial(t, w.Addr, secret.Data["ca.crt"])
