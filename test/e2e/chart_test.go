@@ -194,6 +194,28 @@ func TestChart(t *testing.T) {
 		}
 	})
 
+	// Audit mode records its would-be changes as Events: the chart's ClusterRole must allow that.
+	t.Run("audit events with the chart's RBAC", func(t *testing.T) {
+		audited := env.Namespace(t, s, "audit")
+		stored := create(t, audited, e2e.NewPod("app", env.UpstreamRef(app)))
+		checkContainer(t, "audit namespace", stored.Spec.Containers[0], env.UpstreamRef(app), "")
+		err := e2e.Poll(t.Context(), 30*time.Second, func(ctx context.Context) (bool, error) {
+			events, err := env.Client.CoreV1().Events(audited).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, err
+			}
+			for _, e := range events.Items {
+				if e.Reason == "PullgateAudit" && e.InvolvedObject.Name == "app" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			t.Fatalf("no PullgateAudit Event for the audited pod (RBAC for events?): %v", err)
+		}
+	})
+
 	t.Run("renewal is served without a restart", func(t *testing.T) {
 		before := servedSerial(t, w.Addr, secret.Data["ca.crt"])
 		if err := certmanager.Renew(t.Context(), env.Config, ns, serving.Name); err != nil {
