@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // listKind names the lists of a PodSpec that hold images.
@@ -25,57 +26,71 @@ type site struct {
 	pullPolicy corev1.PullPolicy
 }
 
-// entry is the part of a container or image volume that pullgate reads.
-type entry struct {
-	name, image string
-	pullPolicy  corev1.PullPolicy
+// podView is the part of a Pod pullgate reads. Decoding into it rather than corev1.Pod lets
+// encoding/json skip env, resources, probes and the rest without building them: the load test's
+// CPU profile showed decoding the full Pod as the largest cost of an admission. Fields pullgate
+// does not read are not checked either; the API server validates the pod anyway.
+type podView struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        struct {
+		Name         string            `json:"name"`
+		GenerateName string            `json:"generateName"`
+		Annotations  map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec podSpec `json:"spec"`
+}
+
+// podSpec holds the image fields of a PodSpec, and the pull secrets.
+type podSpec struct {
+	InitContainers      []container                   `json:"initContainers"`
+	Containers          []container                   `json:"containers"`
+	EphemeralContainers []container                   `json:"ephemeralContainers"`
+	Volumes             []volume                      `json:"volumes"`
+	ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
+}
+
+// container is what pullgate reads of a container or an ephemeral container.
+type container struct {
+	Name            string            `json:"name"`
+	Image           string            `json:"image"`
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy"`
+}
+
+// volume is what pullgate reads of a volume: only image volumes matter.
+type volume struct {
+	Name  string                    `json:"name"`
+	Image *corev1.ImageVolumeSource `json:"image"`
 }
 
 // sites lists every image field of a pod spec, in a fixed order.
-func sites(spec *corev1.PodSpec) []site {
+func sites(spec *podSpec) []site {
 	lists := []struct {
 		kind    listKind
-		entries []entry
+		entries []container
 	}{
-		{initContainers, containerEntries(spec.InitContainers)},
-		{containers, containerEntries(spec.Containers)},
-		{ephemeralContainers, ephemeralEntries(spec.EphemeralContainers)},
+		{initContainers, spec.InitContainers},
+		{containers, spec.Containers},
+		{ephemeralContainers, spec.EphemeralContainers},
 		{volumes, volumeEntries(spec.Volumes)},
 	}
 	var out []site
 	for _, l := range lists {
 		for i, e := range l.entries {
-			if l.kind == volumes && e.name == "" && e.image == "" {
+			if l.kind == volumes && e.Name == "" && e.Image == "" {
 				continue // not an image volume
 			}
-			out = append(out, site{kind: l.kind, index: i, name: e.name, image: e.image, pullPolicy: e.pullPolicy})
+			out = append(out, site{kind: l.kind, index: i, name: e.Name, image: e.Image, pullPolicy: e.ImagePullPolicy})
 		}
 	}
 	return out
 }
 
-func containerEntries(cs []corev1.Container) []entry {
-	out := make([]entry, len(cs))
-	for i, c := range cs {
-		out[i] = entry{c.Name, c.Image, c.ImagePullPolicy}
-	}
-	return out
-}
-
-func ephemeralEntries(cs []corev1.EphemeralContainer) []entry {
-	out := make([]entry, len(cs))
-	for i, c := range cs {
-		out[i] = entry{c.Name, c.Image, c.ImagePullPolicy}
-	}
-	return out
-}
-
 // volumeEntries keeps indexes aligned with spec.volumes; non-image volumes are left empty.
-func volumeEntries(vs []corev1.Volume) []entry {
-	out := make([]entry, len(vs))
+func volumeEntries(vs []volume) []container {
+	out := make([]container, len(vs))
 	for i, v := range vs {
 		if v.Image != nil {
-			out[i] = entry{v.Name, v.Image.Reference, v.Image.PullPolicy}
+			out[i] = container{Name: v.Name, Image: v.Image.Reference, ImagePullPolicy: v.Image.PullPolicy}
 		}
 	}
 	return out

@@ -77,18 +77,18 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 	switch {
 	case in.OwnNamespace != "" && in.Namespace == in.OwnNamespace:
 		return &Plan{Skip: SkipOwnNamespace}, nil
-	case pod.Annotations[mirrorPodAnnotation] != "":
+	case pod.Metadata.Annotations[mirrorPodAnnotation] != "":
 		return &Plan{Skip: SkipMirrorPod}, nil
-	case pol.AllowPodOptOut() && pod.Annotations[SkipAnnotation] == "true":
+	case pol.AllowPodOptOut() && pod.Metadata.Annotations[SkipAnnotation] == "true":
 		return &Plan{Skip: SkipOptedOut}, nil
 	}
 	d := pol.Decide(in.Namespace, in.NamespaceLabels)
 	if d.Excluded {
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
-	p := &Plan{Pod: pod.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
+	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
 	if p.Pod == "" {
-		p.Pod = pod.GenerateName
+		p.Pod = pod.Metadata.GenerateName
 	}
 
 	candidates, setPolicy, err := changeable(in, pod)
@@ -117,7 +117,7 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 // changeable returns the image fields this admission may change, and whether their pull policy
 // may change too. The API server rejects any other change: on UPDATE only container images may
 // change, and through the ephemeralcontainers subresource only new ephemeral containers.
-func changeable(in Input, pod *corev1.Pod) ([]site, bool, error) {
+func changeable(in Input, pod *podView) ([]site, bool, error) {
 	all := sites(&pod.Spec)
 	if in.Operation == admissionv1.Create && in.SubResource == "" {
 		return all, true, nil
@@ -163,7 +163,7 @@ func changeable(in Input, pod *corev1.Pod) ([]site, bool, error) {
 }
 
 // planImage decides one image. A nil plan with a warning means the image is left untouched.
-func planImage(pol *policy.Compiled, s site, in Input, pod *corev1.Pod) (*imagePlan, string) {
+func planImage(pol *policy.Compiled, s site, in Input, pod *podView) (*imagePlan, string) {
 	ref, err := parseImage(s.image)
 	if err != nil {
 		return nil, fmt.Sprintf("%s: %q is not a valid image reference (%v); left untouched", s.field(), clip(s.image), err)
@@ -228,11 +228,11 @@ func missingSecrets(have []corev1.LocalObjectReference, want []string) ([]string
 	return add, len(have) == 0
 }
 
-func decodePod(raw []byte, what string) (*corev1.Pod, error) {
+func decodePod(raw []byte, what string) (*podView, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, fmt.Errorf("%w: %s is empty", ErrBadRequest, what)
 	}
-	var pod corev1.Pod
+	var pod podView
 	if err := json.Unmarshal(raw, &pod); err != nil {
 		return nil, fmt.Errorf("%w: %s is not a Pod: %v", ErrBadRequest, what, err)
 	}
