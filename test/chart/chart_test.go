@@ -325,7 +325,7 @@ func checkWebhook(t *testing.T, r rendered, pol policy.Policy) {
 		*s.Path != "/mutate-v1-pod" || s.Port == nil || *s.Port != svc.Spec.Ports[0].Port || w.ClientConfig.URL != nil {
 		t.Errorf("clientConfig does not point at the Service's /mutate-v1-pod: %+v", w.ClientConfig)
 	}
-	if w.SideEffects == nil || *w.SideEffects != admissionv1.SideEffectClassNone {
+	if w.SideEffects == nil || *w.SideEffects != admissionv1.SideEffectClassNoneOnDryRun {
 		t.Errorf("sideEffects = %v", w.SideEffects)
 	}
 	if !slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,10 +51,11 @@ type Mirror struct {
 
 // Resolve configures tag-to-digest pinning.
 type Resolve struct {
-	Enabled  bool   `json:"enabled"`
-	Timeout  string `json:"timeout,omitempty"`
-	CacheTTL string `json:"cacheTTL,omitempty"`
-	OnError  string `json:"onError,omitempty"`
+	Enabled            bool   `json:"enabled"`
+	Timeout            string `json:"timeout,omitempty"`
+	CacheTTL           string `json:"cacheTTL,omitempty"`
+	OnError            string `json:"onError,omitempty"`
+	FallbackToUpstream bool   `json:"fallbackToUpstream,omitempty"`
 }
 
 // Exclude lists namespaces and image globs pullgate leaves alone.
@@ -78,8 +80,9 @@ const (
 	MutatePath   = "/mutate-v1-pod"
 	PauseImage   = "registry.k8s.io/pause:3.10"
 	defaultTTL   = "5m"
-	// webhookTimeout is the chart's timeoutSeconds.
-	webhookTimeout = 5
+	// WebhookTimeoutSeconds is the chart's timeoutSeconds: the API server gives up on a call to
+	// pullgate after this long.
+	WebhookTimeoutSeconds = 5
 )
 
 // DefaultPolicy is the policy most tests start from: the upstream mirrored to the Distribution
@@ -230,6 +233,17 @@ func (e *Env) StartWebhook(t testing.TB, o WebhookOptions) *Webhook {
 // Stop stops the webhook process now (SIGTERM, then SIGKILL after 5s).
 func (w *Webhook) Stop() { w.Process.Stop(5 * time.Second) }
 
+// Freeze stops the webhook process with SIGSTOP: its port still accepts connections (the kernel
+// completes the handshake) but nothing answers, like a webhook on a wedged node. It is resumed
+// with SIGCONT when t ends, before the process is stopped.
+func (w *Webhook) Freeze(t testing.TB) {
+	t.Helper()
+	if err := syscall.Kill(w.Process.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP webhook: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(w.Process.Pid(), syscall.SIGCONT) })
+}
+
 // ReplacePolicy writes p to a temporary file beside the policy and renames it over the policy:
 // an atomic replace, as editors and config-management tools do.
 func (w *Webhook) ReplacePolicy(p Policy) error {
@@ -245,11 +259,12 @@ func (w *Webhook) ReplacePolicy(p Policy) error {
 
 // WebhookConfig returns the MutatingWebhookConfiguration the Helm chart renders, pointed at url,
 // plus one selector term: namespaces must carry the scope's label, so that tests sharing the API
-// server never call each other's webhooks.
+// server never call each other's webhooks. Like the chart, it never sends kube-system or
+// pullgate's own namespace (s.OwnNamespace), whatever their labels.
 func WebhookConfig(name string, s Scope, url string, caBundle []byte, fp admissionregistrationv1.FailurePolicyType) *admissionregistrationv1.MutatingWebhookConfiguration {
-	sideEffects := admissionregistrationv1.SideEffectClassNone
+	sideEffects := admissionregistrationv1.SideEffectClassNoneOnDryRun
 	reinvoke := admissionregistrationv1.IfNeededReinvocationPolicy
-	timeout := int32(webhookTimeout)
+	timeout := int32(WebhookTimeoutSeconds)
 	scope := admissionregistrationv1.NamespacedScope
 	if fp == "" {
 		fp = admissionregistrationv1.Ignore
@@ -275,7 +290,7 @@ func WebhookConfig(name string, s Scope, url string, caBundle []byte, fp admissi
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: ModeLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{"enforce", "audit"}},
-				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{metav1.NamespaceSystem}},
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{metav1.NamespaceSystem, s.OwnNamespace}},
 				{Key: s.Label, Operator: metav1.LabelSelectorOpExists},
 			}},
 		}},
@@ -301,11 +316,12 @@ func (e *Env) Register(t testing.TB, cfg *admissionregistrationv1.MutatingWebhoo
 	return out
 }
 
-// Pullgate starts a webhook with policy p, registers it for scope s with failure policy fp and
-// returns it. It does not wait for the API server to call it: see WaitForMutation.
+// Pullgate starts a webhook with policy p and own namespace s.OwnNamespace (what the chart's
+// POD_NAMESPACE gives it), registers it for scope s with failure policy fp and returns it. It
+// does not wait for the API server to call it: see WaitForMutation.
 func (e *Env) Pullgate(t testing.TB, s Scope, p Policy, fp admissionregistrationv1.FailurePolicyType) (*Webhook, *admissionregistrationv1.MutatingWebhookConfiguration) {
 	t.Helper()
-	w := e.StartWebhook(t, WebhookOptions{Policy: p})
+	w := e.StartWebhook(t, WebhookOptions{Policy: p, Args: []string{"--namespace", s.OwnNamespace}})
 	cfg := e.Register(t, WebhookConfig("pullgate-"+s.ID, s, w.URL, w.CABundle, fp))
 	return w, cfg
 }
