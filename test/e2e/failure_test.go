@@ -8,7 +8,6 @@ import (
 	"time"
 	"unicode"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -94,63 +93,6 @@ func TestResolveFailure(t *testing.T) {
 			return err == nil && len(w) > 0
 		})
 		admitted(t, w, ns, "e2e/fault-refused:v1")
-	})
-}
-
-// Scenario 9: with pullgate down, failurePolicy Ignore admits pods untouched; Fail rejects pods
-// in opted-in namespaces while kube-system, excluded by the namespaceSelector, keeps working.
-func TestWebhookDown(t *testing.T) {
-	s := e2e.NewScope(t)
-	w, cfg := env.Pullgate(t, s, env.DefaultPolicy(), admissionregistrationv1.Ignore)
-	ns := env.Namespace(t, s, "enforce")
-	const app = "e2e/down:v1"
-	env.PushImage(t, app)
-	image := env.UpstreamRef(app)
-	env.WaitForMutation(t, ns, image)
-
-	// kube-system opted in and in scope, so only the kubernetes.io/metadata.name exclusion
-	// protects it.
-	enforce, yes := "enforce", "true"
-	env.LabelNamespace(t, metav1.NamespaceSystem, map[string]*string{e2e.ModeLabel: &enforce, s.Label: &yes})
-
-	w.Stop()
-
-	t.Run("Ignore admits untouched", func(t *testing.T) {
-		stored := create(t, ns, e2e.NewPod("ignored", image))
-		checkContainer(t, "container", stored.Spec.Containers[0], image, "")
-		checkSecrets(t, stored)
-	})
-
-	t.Run("Fail", func(t *testing.T) {
-		api := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-		cur, err := api.Get(t.Context(), cfg.Name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		fail := admissionregistrationv1.Fail
-		cur.Webhooks[0].FailurePolicy = &fail
-		if _, err := api.Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
-			t.Fatalf("switch to failurePolicy Fail: %v", err)
-		}
-		env.WaitForDryRun(t, ns, e2e.NewPod("probe", image), func(_ *corev1.Pod, _ []string, err error) bool {
-			return err != nil
-		})
-
-		_, err = env.Client.CoreV1().Pods(ns).Create(t.Context(), e2e.NewPod("rejected", image), metav1.CreateOptions{})
-		if err == nil {
-			t.Fatal("pod admitted in an enforce namespace with pullgate down and failurePolicy Fail")
-		}
-		t.Logf("rejected: %v", err)
-		if !strings.Contains(err.Error(), `failed calling webhook "`+e2e.WebhookName+`"`) {
-			t.Errorf("rejection does not name the webhook call: %v", err)
-		}
-
-		pod := e2e.NewPod("down-"+s.ID, image)
-		deleteLater(t, metav1.NamespaceSystem, pod.Name)
-		stored := create(t, metav1.NamespaceSystem, pod)
-		checkContainer(t, "kube-system container", stored.Spec.Containers[0], image, "")
-
-		create(t, env.Namespace(t, s, ""), e2e.NewPod("unlabelled", image))
 	})
 }
 

@@ -147,6 +147,8 @@ type Env struct {
 	// AuditLog is the API server's audit log (JSON lines, Metadata level for pods), where the
 	// annotations pullgate sets on admission end up.
 	AuditLog string
+	// APIServerLog is the API server's own log (klog), where it reports failed webhook calls.
+	APIServerLog string
 
 	mu      sync.Mutex
 	procs   []*Process
@@ -332,6 +334,7 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 		return fmt.Errorf("write audit policy: %w", err)
 	}
 	e.AuditLog = filepath.Join(e.Dir, "audit.log")
+	e.APIServerLog = filepath.Join(e.Dir, "kube-apiserver.log")
 
 	var host string
 	_, err = startWithPorts(func() (*Process, error) {
@@ -340,7 +343,7 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 			return nil, err
 		}
 		host = "https://127.0.0.1:" + strconv.Itoa(ports[0])
-		p, err := e.startProcess("kube-apiserver", filepath.Join(e.Dir, "kube-apiserver.log"),
+		p, err := e.startProcess("kube-apiserver", e.APIServerLog,
 			filepath.Join(e.Opts.KubeDir, "kube-apiserver"),
 			"--etcd-servers="+etcdURL,
 			"--bind-address=127.0.0.1",

@@ -26,6 +26,10 @@ type Scope struct {
 	ID string
 	// Label is the label key ("e2e.pullgate.dev/<ID>").
 	Label string
+	// OwnNamespace is pullgate's own namespace in this scope ("pullgate-<ID>"): Pullgate starts
+	// the webhook with --namespace set to it, and WebhookConfig excludes it by name, as the chart
+	// excludes the release namespace. Create it with Env.CreateOwnNamespace.
+	OwnNamespace string
 }
 
 // NewScope returns a fresh scope for t.
@@ -37,7 +41,7 @@ func NewScope(t testing.TB) Scope {
 	}
 	id := sanitize(strings.TrimPrefix(t.Name(), "Test"), 40, '-') + "-" + hex.EncodeToString(b[:])
 	id = strings.TrimLeft(id, "-")
-	return Scope{ID: id, Label: "e2e.pullgate.dev/" + id}
+	return Scope{ID: id, Label: "e2e.pullgate.dev/" + id, OwnNamespace: "pullgate-" + id}
 }
 
 // Namespace creates a namespace in scope s. mode is the pullgate.dev/mode label value, "" for
@@ -55,6 +59,21 @@ func (e *Env) Namespace(t testing.TB, s Scope, mode string) string {
 		t.Fatalf("create namespace: %v", err)
 	}
 	return out.Name
+}
+
+// CreateOwnNamespace creates s.OwnNamespace with the scope's label and, unless mode is "", the
+// pullgate.dev/mode label: what an admin who labels every namespace would do.
+func (e *Env) CreateOwnNamespace(t testing.TB, s Scope, mode string) string {
+	t.Helper()
+	labels := map[string]string{s.Label: "true"}
+	if mode != "" {
+		labels[ModeLabel] = mode
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.OwnNamespace, Labels: labels}}
+	if _, err := e.Client.CoreV1().Namespaces().Create(t.Context(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", s.OwnNamespace, err)
+	}
+	return s.OwnNamespace
 }
 
 // LabelNamespace merges labels into an existing namespace (a nil value removes the key) and

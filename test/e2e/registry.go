@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -12,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,7 +200,24 @@ const (
 	Unavailable
 	// Reset closes the connection without an answer.
 	Reset
+	// ServerError answers 500 at once, with a registry error body.
+	ServerError
+	// RateLimited answers 429 with Retry-After, as Docker Hub and Harbor do over their quota.
+	RateLimited
+	// Slow waits the proxy's Delay (10s unless SetDelay changed it) and then forwards: a registry
+	// that does answer, too late.
+	Slow
+	// LoseDigests answers 404 (MANIFEST_UNKNOWN, BLOB_UNKNOWN) to every manifest or blob asked
+	// for by digest and forwards the rest: tags still resolve, to digests the registry will not
+	// serve, as when a mirror's storage lost or garbage-collected them.
+	LoseDigests
+	// LoseManifests answers 404 MANIFEST_UNKNOWN to every manifest, by tag or by digest: a
+	// mirror that lost the repository.
+	LoseManifests
 )
+
+// DefaultSlowDelay is how long Slow waits before forwarding.
+const DefaultSlowDelay = 10 * time.Second
 
 func (m FaultMode) String() string {
 	switch m {
@@ -208,6 +229,16 @@ func (m FaultMode) String() string {
 		return "unavailable"
 	case Reset:
 		return "reset"
+	case ServerError:
+		return "500"
+	case RateLimited:
+		return "429"
+	case Slow:
+		return "slow"
+	case LoseDigests:
+		return "lose-digests"
+	case LoseManifests:
+		return "lose-manifests"
 	}
 	return "FaultMode(" + strconv.Itoa(int(m)) + ")"
 }
@@ -219,7 +250,9 @@ type FaultProxy struct {
 	Addr string
 
 	mode     atomic.Int32
+	delay    atomic.Int64 // time.Duration, for Slow
 	hits     atomic.Int64
+	held     atomic.Int64
 	srv      *http.Server
 	release  chan struct{}
 	closeOne sync.Once
@@ -228,6 +261,22 @@ type FaultProxy struct {
 // StartFaultProxy proxies to target (host:port, plain HTTP) in mode Pass; it is closed when
 // the test ends.
 func StartFaultProxy(t testing.TB, target string) *FaultProxy {
+	t.Helper()
+	return startFaultProxy(t, target, nil)
+}
+
+// StartFaultProxyTLS is StartFaultProxy serving HTTPS with cert. Give it a certificate from a CA
+// the webhook does not trust to play a mirror with a bad certificate.
+func StartFaultProxyTLS(t testing.TB, target string, cert KeyPair) *FaultProxy {
+	t.Helper()
+	c, err := cert.TLS()
+	if err != nil {
+		t.Fatalf("fault proxy certificate: %v", err)
+	}
+	return startFaultProxy(t, target, &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12})
+}
+
+func startFaultProxy(t testing.TB, target string, tlsConfig *tls.Config) *FaultProxy {
 	t.Helper()
 	u, err := url.Parse("http://" + target)
 	if err != nil {
@@ -238,19 +287,55 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 		t.Fatalf("fault proxy listen: %v", err)
 	}
 	f := &FaultProxy{Addr: l.Addr().String(), release: make(chan struct{})}
+	f.delay.Store(int64(DefaultSlowDelay))
 	rp := httputil.NewSingleHostReverseProxy(u)
 	f.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
+		// A TLS handshake failure is the client's doing; do not log it to stderr.
+		ErrorLog: log.New(io.Discard, "", 0),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			f.hits.Add(1)
 			switch FaultMode(f.mode.Load()) {
 			case Hang:
+				f.held.Add(1)
+				defer f.held.Add(-1)
 				select {
 				case <-r.Context().Done():
 				case <-f.release:
 				}
 			case Unavailable:
 				http.Error(w, "injected fault", http.StatusServiceUnavailable)
+			case ServerError:
+				registryError(w, http.StatusInternalServerError, "UNKNOWN", "injected fault")
+			case RateLimited:
+				w.Header().Set("Retry-After", "10")
+				registryError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "injected fault: rate limit exceeded")
+			case Slow:
+				f.held.Add(1)
+				defer f.held.Add(-1)
+				select {
+				case <-r.Context().Done():
+					return
+				case <-f.release:
+					return
+				case <-time.After(time.Duration(f.delay.Load())):
+				}
+				rp.ServeHTTP(w, r)
+			case LoseDigests:
+				switch kind, byDigest := objectKind(r.URL.Path); {
+				case byDigest && kind == "manifests":
+					registryError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "injected fault: manifest unknown")
+				case byDigest && kind == "blobs":
+					registryError(w, http.StatusNotFound, "BLOB_UNKNOWN", "injected fault: blob unknown")
+				default:
+					rp.ServeHTTP(w, r)
+				}
+			case LoseManifests:
+				if kind, _ := objectKind(r.URL.Path); kind == "manifests" {
+					registryError(w, http.StatusNotFound, "MANIFEST_UNKNOWN", "injected fault: manifest unknown")
+					return
+				}
+				rp.ServeHTTP(w, r)
 			case Reset:
 				hj, ok := w.(http.Hijacker)
 				if !ok {
@@ -269,6 +354,9 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 			}
 		}),
 	}
+	if tlsConfig != nil {
+		l = tls.NewListener(l, tlsConfig)
+	}
 	go func() {
 		if err := f.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("fault proxy: %v", err)
@@ -278,8 +366,37 @@ func StartFaultProxy(t testing.TB, target string) *FaultProxy {
 	return f
 }
 
+// objectKind splits a registry API path /v2/<name>/{manifests,blobs}/<reference>: kind is
+// "manifests", "blobs" or "" for anything else, byDigest whether the reference is a digest.
+func objectKind(path string) (kind string, byDigest bool) {
+	rest, ok := strings.CutPrefix(path, "/v2/")
+	if !ok {
+		return "", false
+	}
+	for _, k := range []string{"manifests", "blobs"} {
+		if i := strings.LastIndex(rest, "/"+k+"/"); i > 0 {
+			return k, strings.HasPrefix(rest[i+len(k)+2:], "sha256:")
+		}
+	}
+	return "", false
+}
+
+// registryError answers the way the distribution spec says a registry reports an error.
+func registryError(w http.ResponseWriter, code int, errCode, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": errCode, "message": message}}})
+}
+
 // SetMode switches what the proxy does from the next request on.
 func (f *FaultProxy) SetMode(m FaultMode) { f.mode.Store(int32(m)) }
+
+// SetDelay sets how long Slow waits before forwarding.
+func (f *FaultProxy) SetDelay(d time.Duration) { f.delay.Store(int64(d)) }
+
+// Held counts the requests Hang or Slow are holding right now: a client that gave up is no
+// longer held.
+func (f *FaultProxy) Held() int64 { return f.held.Load() }
 
 // Hits counts the requests the proxy received.
 func (f *FaultProxy) Hits() int64 { return f.hits.Load() }
