@@ -1,13 +1,13 @@
 package mutate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	sigsjson "sigs.k8s.io/json"
 
 	"github.com/pullgate/pullgate/pkg/policy"
 )
@@ -108,7 +108,8 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 		}
 		p.images = append(p.images, *ip)
 	}
-	if in.Operation == admissionv1.Create {
+	// Pull secrets only serve image fields; without any there may be no spec to add them to.
+	if in.Operation == admissionv1.Create && len(candidates) > 0 {
 		p.secrets, p.createSecrets = missingSecrets(pod.Spec.ImagePullSecrets, d.PullSecrets)
 	}
 	return p, nil
@@ -233,7 +234,9 @@ func decodePod(raw []byte, what string) (*podView, error) {
 		return nil, fmt.Errorf("%w: %s is empty", ErrBadRequest, what)
 	}
 	var pod podView
-	if err := json.Unmarshal(raw, &pod); err != nil {
+	// Case-sensitive, as the API server decodes: encoding/json would also read "SPEC" or
+	// "Image", and the patch would then name paths the object does not have.
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
 		return nil, fmt.Errorf("%w: %s is not a Pod: %v", ErrBadRequest, what, err)
 	}
 	if pod.Kind != "" && (pod.Kind != "Pod" || (pod.APIVersion != "" && pod.APIVersion != "v1")) {
