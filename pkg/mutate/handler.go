@@ -137,8 +137,8 @@ func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) 
 	}
 }
 
-// resolveAll resolves every request concurrently under one budget, so a pod's admission costs
-// the slowest registry answer, not the sum. It returns when all have answered or the budget is
+// resolveAll resolves the requests concurrently (at most maxConcurrentResolves at a time) under
+// one budget, so a pod's admission costs the slowest registry answer, not the sum. It returns when all have answered or the budget is
 // spent, whichever comes first; a late answer is dropped rather than waited for.
 func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget time.Duration) map[string]Outcome {
 	if len(reqs) == 0 {
@@ -162,10 +162,21 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		o   Outcome
 	}
 	answers := make(chan answer, len(reqs)) // buffered: late senders never block
+	// A few workers, in pod order, rather than one goroutine per reference: a pod author who
+	// writes a thousand distinct tags must not turn one admission into a thousand registry
+	// connections at once, starving every other admission of CPU and the pod's own real images
+	// of their turn. Once the deadline passes, what is still queued costs a cache lookup each.
+	work := make(chan ResolveRequest, len(reqs))
 	for _, r := range reqs {
+		work <- r
+	}
+	close(work)
+	for range min(len(reqs), maxConcurrentResolves) {
 		go func() {
-			res, err := h.Resolver.Resolve(ctx, r)
-			answers <- answer{r.Ref.String(), Outcome{Resolution: res, Err: err}}
+			for r := range work {
+				res, err := h.Resolver.Resolve(ctx, r)
+				answers <- answer{r.Ref.String(), Outcome{Resolution: res, Err: err}}
+			}
 		}()
 	}
 	for range reqs {
@@ -183,6 +194,10 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 	}
 	return out
 }
+
+// maxConcurrentResolves bounds the registry lookups one admission runs at once. Real pods have
+// a handful of distinct images, which all still start at once.
+const maxConcurrentResolves = 16
 
 // resolveMargin is a tenth of the budget, at most 100ms.
 func resolveMargin(budget time.Duration) time.Duration {
