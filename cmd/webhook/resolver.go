@@ -70,6 +70,7 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		Timeout:            p.Resolve.Timeout.Duration,
 		CacheSize:          *p.Resolve.CacheSize,
 		MaxStale:           p.Resolve.MaxStale.Duration,
+		NoStale:            p.Resolve.MaxStale.Duration == 0,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
 		Registries:         map[string]resolve.Registry{},
 	}

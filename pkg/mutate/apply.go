@@ -50,7 +50,7 @@ type Result struct {
 	Changes          []Change
 	Warnings         []string
 	AuditAnnotations map[string]string
-	// Unpinned counts images left on their tag because resolution failed (onError: Keep).
+	// Unpinned counts images that could not be pinned because resolution failed.
 	Unpinned int
 	// Deny, when set, is the reason to reject the pod (onError: Deny and a digest could not be had).
 	Deny string
@@ -71,6 +71,7 @@ func (p *Plan) Apply(outcomes map[string]Outcome) Result {
 			}
 			switch {
 			case o.Err != nil && p.OnError == policy.OnErrorDeny:
+				r.Unpinned++
 				denials = append(denials, fmt.Sprintf("%s %q: %v", ip.field(), clip(ip.image), o.Err))
 			case o.Err != nil:
 				r.Unpinned++

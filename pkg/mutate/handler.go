@@ -131,10 +131,7 @@ func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) 
 	for _, c := range res.Changes {
 		mutationsTotal.WithLabelValues(c.Action, mode).Inc()
 	}
-	unpinnedTotal.WithLabelValues(string(policy.OnErrorKeep)).Add(float64(res.Unpinned))
-	if res.Deny != "" {
-		unpinnedTotal.WithLabelValues(string(policy.OnErrorDeny)).Inc()
-	}
+	unpinnedTotal.WithLabelValues(string(plan.OnError)).Add(float64(res.Unpinned))
 }
 
 // resolveAll resolves the requests concurrently (at most maxConcurrentResolves at a time) under

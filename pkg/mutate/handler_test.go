@@ -414,3 +414,18 @@ type eventLog struct{ calls []string }
 func (e *eventLog) WouldChange(namespace, pod string, changes []mutate.Change) {
 	e.calls = append(e.calls, fmt.Sprintf("%s/%s: %d changes", namespace, pod, len(changes)))
 }
+
+// TestHandlerNoStale: maxStale: 0 (NoStale) means a failing registry is never papered over.
+func TestHandlerNoStale(t *testing.T) {
+	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond, NoStale: true})
+	reg.push(t, "hub/library/nginx:1.27")
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
+	if resp := h.Handle(context.Background(), req); len(resp.Warnings) != 0 {
+		t.Fatalf("healthy registry: %v", resp.Warnings)
+	}
+	reg.status.Store(http.StatusInternalServerError)
+	resp := h.Handle(context.Background(), req)
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "could not pin") {
+		t.Fatalf("warnings %q, want the registry failure", resp.Warnings)
+	}
+}

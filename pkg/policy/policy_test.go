@@ -34,6 +34,7 @@ var wantProblems = map[string][]string{
 	"invalid-duplicate-key.yaml": {"line 4", "already defined"},
 	"invalid-mirror-loop.yaml":   {"mirrors[0].mirror: Invalid value", "mirrors[1].mirror: Invalid value"},
 	"invalid-shared-host.yaml":   {"line 8: mirrors[1].mirror: Invalid value: \"harbor.example.com/ghcr\": shares host harbor.example.com with mirrors[0]"},
+	"invalid-cachettl-zero.yaml": {"line 4: resolve.cacheTTL: Invalid value: \"0s\": must be positive", "line 5: resolve.maxStale: Invalid value"},
 	"invalid-not-yaml.yaml":      {"not valid YAML"},
 	"invalid-empty.yaml":         {"file is empty"},
 	"invalid-two-documents.yaml": {"more than one YAML document"},

@@ -160,11 +160,11 @@ func validateResolve(fld *field.Path, r *Resolve) field.ErrorList {
 	if d := r.Timeout.Duration; d <= 0 || d > maxTimeout {
 		errs = append(errs, field.Invalid(fld.Child("timeout"), r.Timeout.Duration.String(), fmt.Sprintf("must be more than 0 and at most %s (the API server's webhook timeout is at most 30s)", maxTimeout)))
 	}
-	if r.CacheTTL.Duration < 0 {
-		errs = append(errs, field.Invalid(fld.Child("cacheTTL"), r.CacheTTL.Duration.String(), "may not be negative"))
+	if r.CacheTTL.Duration <= 0 {
+		errs = append(errs, field.Invalid(fld.Child("cacheTTL"), r.CacheTTL.Duration.String(), "must be positive; without a cache every pod would wait for the registry"))
 	}
 	if r.MaxStale.Duration < 0 {
-		errs = append(errs, field.Invalid(fld.Child("maxStale"), r.MaxStale.Duration.String(), "may not be negative"))
+		errs = append(errs, field.Invalid(fld.Child("maxStale"), r.MaxStale.Duration.String(), "may not be negative (0 turns stale-if-error off)"))
 	}
 	if *r.CacheSize < 1 {
 		errs = append(errs, field.Invalid(fld.Child("cacheSize"), *r.CacheSize, "must be at least 1"))

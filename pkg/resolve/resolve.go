@@ -32,9 +32,12 @@ const (
 
 // Options configure a Resolver. Zero values take the defaults above; negative ones are errors.
 type Options struct {
-	CacheTTL    time.Duration // how long a resolved digest is served without asking again
-	CacheSize   int           // entries, least recently used evicted first
-	MaxStale    time.Duration // after expiry, how long a digest may still be served when the registry fails
+	CacheTTL  time.Duration // how long a resolved digest is served without asking again
+	CacheSize int           // entries, least recently used evicted first
+	MaxStale  time.Duration // after expiry, how long a digest may still be served when the registry fails
+	// NoStale turns stale-if-error off: a registry failure is always an error. (MaxStale's
+	// zero value means the default, so "never stale" needs its own switch.)
+	NoStale     bool
 	NegativeTTL time.Duration // how long "not found" is remembered
 
 	// FallbackToUpstream asks ResolveRequest.Upstream when the mirror fails, and uses the answer
@@ -105,7 +108,7 @@ type Resolver struct {
 type config struct {
 	cacheTTL, maxStale, negativeTTL, timeout, cooldown time.Duration
 	size, failures                                     int
-	fallback                                           bool
+	fallback, noStale                                  bool
 	registries                                         map[string]registry
 	anonymous                                          registry // for hosts not listed
 	keychain                                           authn.Keychain
@@ -177,6 +180,7 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 	cfg := &config{
 		cacheTTL:    duration("cacheTTL", opts.CacheTTL, DefaultCacheTTL),
 		maxStale:    duration("maxStale", opts.MaxStale, DefaultMaxStale),
+		noStale:     opts.NoStale,
 		negativeTTL: duration("negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
 		timeout:     duration("timeout", opts.Timeout, DefaultTimeout),
 		cooldown:    duration("breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
