@@ -473,10 +473,15 @@ func (h *harness) report(rows map[string]row, order []string) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(h.out, "\nreq/s: answers per second of the measured run; p50/p90/p99: exact latency percentiles, client side;")
+	fmt.Fprintln(h.out, "errors: failed requests and wrong answers (not allowed, a warning, an image left unpinned);")
+	fmt.Fprintln(h.out, "webhook CPU/req: the webhook process's user+system time over the run / requests;")
+	fmt.Fprintln(h.out, "loadgen CPU/req: the same for this process (vegeta, its TLS client, the in-process mirror, answer checks);")
+	fmt.Fprintln(h.out, "peak RSS: the webhook's VmHWM when its scenario ended (a fresh process per scenario).")
 	if memory, ok := rows["memory"]; ok {
-		fmt.Fprintf(h.out, "\nmemory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
+		fmt.Fprintf(h.out, "memory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
 	}
-	fmt.Fprintf(h.out, "\nload average now: %s\n\n", loadAverage())
+	fmt.Fprintf(h.out, "load average now: %s\n\n", loadAverage())
 	t := tabwriter.NewWriter(h.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t, "target\tmeasured\twanted\t")
 	target := func(name, got, want string, ok bool) {
@@ -492,6 +497,11 @@ func (h *harness) report(rows map[string]row, order []string) error {
 		p99 := float64(warm.st.quantile(.99)) / float64(floor.st.quantile(.99))
 		target("(a) warm req/s vs floor", fmt.Sprintf("%.2fx (%.0f vs %.0f)", thr, warm.st.throughput(), floor.st.throughput()), ">= 0.80x", thr >= 0.8)
 		target("(a) warm p99 vs floor", fmt.Sprintf("%.2fx (%s vs %s)", p99, ms(warm.st.quantile(.99)), ms(floor.st.quantile(.99))), "<= 2x", p99 <= 2)
+		if warm.cpu > 0 && floor.cpu > 0 {
+			per := func(r row) float64 { return float64(r.cpu) / float64(max(1, r.st.requests)) }
+			fmt.Fprintf(t, "(a) warm webhook CPU/req vs floor\t%.2fx (%s vs %s)\t(for information)\t\n", per(warm)/per(floor),
+				perRequest(warm.cpu, warm.st.requests), perRequest(floor.cpu, floor.st.requests))
+		}
 	}
 	if burst, ok := rows["burst"]; ok {
 		target("(c) registry requests per burst", burst.registry, "1", burst.broken == "")
