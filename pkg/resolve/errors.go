@@ -2,12 +2,16 @@ package resolve
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
+	"strings"
 	"syscall"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -103,4 +107,48 @@ func callerError(ctx context.Context, ref name.Reference) error {
 		return fmt.Errorf("resolve %s: %w: %s did not answer before the deadline: %w", ref, ErrTimeout, ref.Context().RegistryStr(), err)
 	}
 	return fmt.Errorf("resolve %s: %w", ref, err)
+}
+
+// authorizationValue matches an HTTP Authorization value in text.
+var authorizationValue = regexp.MustCompile(`(?i)\b(basic|bearer)\s+[a-z0-9._~+/-]{8,}=*`)
+
+// redacted is a registry error whose text hides credentials. A registry, or a proxy in front of
+// it, may quote the request back in its error body; go-containerregistry puts the body in the
+// error, and the error text reaches every pod author in admission warnings. errors.Is and As
+// still see the original chain.
+type redacted struct {
+	err     error
+	secrets []string
+}
+
+func (r *redacted) Error() string {
+	s := r.err.Error()
+	for _, secret := range r.secrets {
+		s = strings.ReplaceAll(s, secret, "[redacted]")
+	}
+	return authorizationValue.ReplaceAllString(s, "$1 [redacted]")
+}
+
+func (r *redacted) Unwrap() error { return r.err }
+
+// redact wraps err so that its text shows neither the credentials auth holds (password, tokens,
+// and the basic Authorization value built from them) nor any Authorization value, such as the
+// bearer token go-containerregistry obtained with them.
+func redact(err error, auth authn.Authenticator) error {
+	var secrets []string
+	if auth != nil && auth != authn.Anonymous {
+		if c, aerr := auth.Authorization(); aerr == nil && c != nil {
+			if c.Username != "" || c.Password != "" {
+				secrets = append(secrets, base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password)))
+			}
+			for _, s := range []string{c.Auth, c.IdentityToken, c.RegistryToken, c.Password} {
+				// A very short secret would blank out unrelated text; the pattern still hides
+				// the Authorization value carrying it.
+				if len(s) >= 6 {
+					secrets = append(secrets, s)
+				}
+			}
+		}
+	}
+	return &redacted{err: err, secrets: secrets}
 }

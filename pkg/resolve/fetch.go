@@ -103,7 +103,7 @@ func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference,
 		if err == nil {
 			return digest, failure{}
 		}
-		f := classify(ctx, ref, err)
+		f := classify(ctx, ref, redact(err, auth))
 		if retried || !f.retry || !timeLeft(ctx, time.Since(start)) {
 			return "", f
 		}
