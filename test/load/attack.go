@@ -51,12 +51,13 @@ func (a attack) run(ctx context.Context) stats {
 		pacer = vegeta.ConstantPacer{Freq: a.rate, Per: time.Second}
 	}
 	if a.max > 0 {
-		pacer = capped{pacer, uint64(a.max)}
+		pacer = capped{pacer, uint64(a.max)} //nolint:gosec // G115: positive here
 	}
+	workers := uint64(max(1, a.concurrency)) //nolint:gosec // G115: at least 1
 	atk := vegeta.NewAttacker(
 		vegeta.Client(a.client),
-		vegeta.Workers(uint64(a.concurrency)),
-		vegeta.MaxWorkers(uint64(a.concurrency)),
+		vegeta.Workers(workers),
+		vegeta.MaxWorkers(workers),
 		vegeta.Redirects(vegeta.NoFollow),
 	)
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })

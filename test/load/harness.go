@@ -57,7 +57,7 @@ imagePullSecrets: [mirror-pull]
 exclude:
   namespaces: [kube-system]
 `, m.host, mirrorPrefix)
-	if err := os.WriteFile(h.policy, []byte(doc), 0o644); err != nil {
+	if err := os.WriteFile(h.policy, []byte(doc), 0o600); err != nil {
 		return nil, errors.Join(err, m.close())
 	}
 	return h, nil
@@ -143,7 +143,7 @@ func get(ctx context.Context, c *http.Client, url string) error {
 		return err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
@@ -213,7 +213,7 @@ func (h *harness) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", sc.name, err)
 		}
-		fmt.Fprintf(os.Stderr, "load: %s done in %s\n", sc.name, time.Since(began).Round(time.Millisecond))
+		_, _ = fmt.Fprintf(os.Stderr, "load: %s done in %s\n", sc.name, time.Since(began).Round(time.Millisecond))
 		for i, r := range rs {
 			key := sc.name
 			if len(rs) > 1 && i == 0 {
@@ -412,7 +412,7 @@ func (h *harness) slow(ctx context.Context, rv *review, warmBody func(uint64) []
 	h.measure(ctx, s, &r, func(seq uint64) []byte {
 		images := make([]string, 0, k)
 		for j := range k {
-			images = append(images, "slow:"+slow[int(seq)*k+j])
+			images = append(images, "slow:"+slow[int(seq)*k+j]) //nolint:gosec // G115: seq < n, the pacer's cap
 		}
 		return rv.body(seq, images...)
 	}, pinned(k), n)
@@ -440,7 +440,10 @@ func (h *harness) memory(ctx context.Context, rv *review) (row, error) {
 	before := h.mirror.manifests.Load()
 	st := attack{
 		url: s.url, client: s.client, concurrency: h.o.concurrency, max: replay,
-		body: func(seq uint64) []byte { return rv.body(seq, "mem:"+mem[h.o.cached-replay+int(seq)]) }, check: pinned(1),
+		body: func(seq uint64) []byte {
+			return rv.body(seq, "mem:"+mem[h.o.cached-replay+int(seq)]) //nolint:gosec // G115: seq < replay, the pacer's cap
+		},
+		check: pinned(1),
 	}.run(ctx)
 	asked := h.mirror.manifests.Load() - before
 	r.st.failed += st.failed
@@ -456,11 +459,11 @@ func (h *harness) memory(ctx context.Context, rv *review) (row, error) {
 
 func (h *harness) report(rows map[string]row, order []string) error {
 	w := tabwriter.NewWriter(h.out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "scenario\trequests\treq/s\tp50\tp90\tp99\terrors\twebhook CPU/req\tloadgen CPU/req\tregistry\tpeak RSS\t")
+	_, _ = fmt.Fprintln(w, "scenario\trequests\treq/s\tp50\tp90\tp99\terrors\twebhook CPU/req\tloadgen CPU/req\tregistry\tpeak RSS\t")
 	var problems []string
 	for _, name := range order {
 		r := rows[name]
-		fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.name, r.st.requests, r.st.throughput(),
+		_, _ = fmt.Fprintf(w, "%s\t%d\t%.0f\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", r.name, r.st.requests, r.st.throughput(),
 			ms(r.st.quantile(.5)), ms(r.st.quantile(.9)), ms(r.st.quantile(.99)), r.st.failed,
 			perRequest(r.cpu, r.st.requests), perRequest(r.genCPU, r.st.requests), r.registry, mib(r.peak))
 		if r.st.failed > 0 {
@@ -473,23 +476,23 @@ func (h *harness) report(rows map[string]row, order []string) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(h.out, "\nreq/s: answers per second of the measured run; p50/p90/p99: exact latency percentiles, client side;")
-	fmt.Fprintln(h.out, "errors: failed requests and wrong answers (not allowed, a warning, an image left unpinned);")
-	fmt.Fprintln(h.out, "webhook CPU/req: the webhook process's user+system time over the run / requests;")
-	fmt.Fprintln(h.out, "loadgen CPU/req: the same for this process (vegeta, its TLS client, the in-process mirror, answer checks);")
-	fmt.Fprintln(h.out, "peak RSS: the webhook's VmHWM when its scenario ended (a fresh process per scenario).")
+	_, _ = fmt.Fprintln(h.out, "\nreq/s: answers per second of the measured run; p50/p90/p99: exact latency percentiles, client side;")
+	_, _ = fmt.Fprintln(h.out, "errors: failed requests and wrong answers (not allowed, a warning, an image left unpinned);")
+	_, _ = fmt.Fprintln(h.out, "webhook CPU/req: the webhook process's user+system time over the run / requests;")
+	_, _ = fmt.Fprintln(h.out, "loadgen CPU/req: the same for this process (vegeta, its TLS client, the in-process mirror, answer checks);")
+	_, _ = fmt.Fprintln(h.out, "peak RSS: the webhook's VmHWM when its scenario ended (a fresh process per scenario).")
 	if memory, ok := rows["memory"]; ok {
-		fmt.Fprintf(h.out, "memory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
+		_, _ = fmt.Fprintf(h.out, "memory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
 	}
-	fmt.Fprintf(h.out, "load average now: %s\n\n", loadAverage())
+	_, _ = fmt.Fprintf(h.out, "load average now: %s\n\n", loadAverage())
 	t := tabwriter.NewWriter(h.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(t, "target\tmeasured\twanted\t")
+	_, _ = fmt.Fprintln(t, "target\tmeasured\twanted\t")
 	target := func(name, got, want string, ok bool) {
 		verdict := "met"
 		if !ok {
 			verdict = "NOT MET"
 		}
-		fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", name, got, want, verdict)
+		_, _ = fmt.Fprintf(t, "%s\t%s\t%s\t%s\n", name, got, want, verdict)
 	}
 	floor, hasFloor := rows["floor"]
 	if warm, ok := rows["warm"]; ok && hasFloor {
@@ -499,7 +502,7 @@ func (h *harness) report(rows map[string]row, order []string) error {
 		target("(a) warm p99 vs floor", fmt.Sprintf("%.2fx (%s vs %s)", p99, ms(warm.st.quantile(.99)), ms(floor.st.quantile(.99))), "<= 2x", p99 <= 2)
 		if warm.cpu > 0 && floor.cpu > 0 {
 			per := func(r row) float64 { return float64(r.cpu) / float64(max(1, r.st.requests)) }
-			fmt.Fprintf(t, "(a) warm webhook CPU/req vs floor\t%.2fx (%s vs %s)\t(for information)\t\n", per(warm)/per(floor),
+			_, _ = fmt.Fprintf(t, "(a) warm webhook CPU/req vs floor\t%.2fx (%s vs %s)\t(for information)\t\n", per(warm)/per(floor),
 				perRequest(warm.cpu, warm.st.requests), perRequest(floor.cpu, floor.st.requests))
 		}
 	}
@@ -516,9 +519,9 @@ func (h *harness) report(rows map[string]row, order []string) error {
 		return err
 	}
 	if len(problems) > 0 {
-		fmt.Fprintln(h.out)
+		_, _ = fmt.Fprintln(h.out)
 		for _, p := range problems {
-			fmt.Fprintln(h.out, "FAILED "+p)
+			_, _ = fmt.Fprintln(h.out, "FAILED "+p)
 		}
 		return fmt.Errorf("%d scenario(s) failed", len(problems))
 	}

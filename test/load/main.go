@@ -29,7 +29,7 @@ func main() {
 	}
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "load: "+err.Error())
+		_, _ = fmt.Fprintln(os.Stderr, "load: "+err.Error())
 		os.Exit(1)
 	}
 }
@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err == nil && !o.keep {
 		_ = os.RemoveAll(o.dir)
 	} else {
-		fmt.Fprintf(out, "\nlogs and files: %s\n", o.dir)
+		_, _ = fmt.Fprintf(out, "\nlogs and files: %s\n", o.dir)
 	}
 	return err
 }
@@ -136,22 +136,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 // header says what the figures are worth on this machine.
 func header(o options, out io.Writer) {
 	version := "unknown"
-	if b, err := exec.Command(o.webhook, "version").Output(); err == nil {
+	if b, err := exec.Command(o.webhook, "version").Output(); err == nil { //nolint:gosec // G204: the binary under test
 		version = strings.TrimSpace(string(b))
 	}
 	loop := fmt.Sprintf("closed loop, %d requests in flight", o.concurrency)
 	if o.rate > 0 {
 		loop = fmt.Sprintf("%d req/s, at most %d in flight", o.rate, o.concurrency)
 	}
-	fmt.Fprintf(out, "pullgate load test: webhook %s, %s, %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(out, "machine: %d CPUs (%s), load average %s\n", runtime.NumCPU(), cpuModel(), loadAverage())
-	fmt.Fprintf(out, "NOTE: the load generator (vegeta), the mirror registry and the webhook share these %d CPUs;\n", runtime.NumCPU())
-	fmt.Fprintln(out, "      absolute figures are what is left for the webhook, so compare rows of one run (pullgate/floor).")
-	fmt.Fprintf(out, "load: %s, %s per scenario, HTTPS (TLS 1.2+, HTTP/1.1, keep-alive), a fresh webhook process per scenario\n", loop, o.duration)
+	_, _ = fmt.Fprintf(out, "pullgate load test: webhook %s, %s, %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	_, _ = fmt.Fprintf(out, "machine: %d CPUs (%s), load average %s\n", runtime.NumCPU(), cpuModel(), loadAverage())
+	_, _ = fmt.Fprintf(out, "NOTE: the load generator (vegeta), the mirror registry and the webhook share these %d CPUs;\n", runtime.NumCPU())
+	_, _ = fmt.Fprintln(out, "      absolute figures are what is left for the webhook, so compare rows of one run (pullgate/floor).")
+	_, _ = fmt.Fprintf(out, "load: %s, %s per scenario, HTTPS (TLS 1.2+, HTTP/1.1, keep-alive), a fresh webhook process per scenario\n", loop, o.duration)
 	if o.smoke {
-		fmt.Fprintln(out, "SMOKE RUN: scenarios shortened; figures are not meaningful")
+		_, _ = fmt.Fprintln(out, "SMOKE RUN: scenarios shortened; figures are not meaningful")
 	}
-	fmt.Fprintln(out)
+	_, _ = fmt.Fprintln(out)
 }
 
 func cpuModel() string {

@@ -41,22 +41,22 @@ type child struct {
 // starts every child from there: the signal fires when the forking thread exits, and main's
 // thread lives as long as the process (golang/go#27505).
 func startChild(name, logPath, bin string, args ...string) (*child, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) //nolint:gosec // G304: our own work directory
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(logf, "# %s %s %q\n", time.Now().Format(time.RFC3339Nano), bin, args)
-	cmd := exec.Command(bin, args...)
+	_, _ = fmt.Fprintf(logf, "# %s %s %q\n", time.Now().Format(time.RFC3339Nano), bin, args)
+	cmd := exec.Command(bin, args...) //nolint:gosec // G204: starting the binaries under test is the point
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	c := &child{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		c.err = cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		close(c.done)
 	}()
 	return c, nil
@@ -89,7 +89,7 @@ func (c *child) waitReady(ctx context.Context, check func(context.Context) error
 		}
 		select {
 		case <-c.done:
-			return fmt.Errorf("%s exited before it was ready (%v); log: %s", c.name, c.err, c.log)
+			return fmt.Errorf("%s exited before it was ready (%w); log: %s", c.name, c.err, c.log)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready within %s: %w; log: %s", c.name, readyTimeout, err, c.log)
 		case <-tick.C:
@@ -99,11 +99,11 @@ func (c *child) waitReady(ctx context.Context, check func(context.Context) error
 
 // memory reads the child's resident set now and its peak (VmRSS, VmHWM) in bytes.
 func (c *child) memory() (rss, peak int64, err error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/status")
+	f, err := os.Open("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/status") //nolint:gosec // G703: a pid, not a user path
 	if err != nil {
 		return 0, 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		k, v, ok := strings.Cut(s.Text(), ":")
@@ -129,7 +129,7 @@ func (c *child) memory() (rss, peak int64, err error) {
 // cpu is the CPU time (user + system) the child has used so far. /proc counts it in clock
 // ticks, 100 per second on Linux whatever the kernel's HZ.
 func (c *child) cpu() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/stat")
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(c.cmd.Process.Pid) + "/stat") //nolint:gosec // G703: a pid, not a user path
 	if err != nil {
 		return 0, err
 	}
@@ -160,7 +160,7 @@ func freePorts(n int) ([]int, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer l.Close()
+		defer func() { _ = l.Close() }()
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
@@ -197,10 +197,10 @@ func newServing(dir string, conns int) (*serving, error) {
 		return nil, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "tls.crt"), certPEM, 0o600); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
