@@ -406,8 +406,13 @@ func (h *harness) slow(ctx context.Context, rv *review, warmBody func(uint64) []
 		return row{}, err
 	}
 	h.mirror.delay.Store(int64(h.o.delay))
+	h.mirror.delayAll.Store(h.o.delayAll)
 	defer h.mirror.delay.Store(0)
-	r := row{name: fmt.Sprintf("(d) cold pod, %d new images, registry +%s", k, h.o.delay)}
+	what := "manifest request"
+	if h.o.delayAll {
+		what = "request"
+	}
+	r := row{name: fmt.Sprintf("(d) cold pod, %d new images, registry +%s/%s", k, h.o.delay, what)}
 	before := h.mirror.manifests.Load()
 	h.measure(ctx, s, &r, func(seq uint64) []byte {
 		images := make([]string, 0, k)
@@ -510,7 +515,7 @@ func (h *harness) report(rows map[string]row, order []string) error {
 		target("(c) registry requests per burst", burst.registry, "1", burst.broken == "")
 	}
 	if slow, ok := rows["slow"]; ok {
-		target(fmt.Sprintf("(d) p50, %d images, +%s registry", h.o.slowImages, h.o.delay), ms(slow.st.quantile(.5)), "< 100ms", slow.st.quantile(.5) < 100*time.Millisecond)
+		target(fmt.Sprintf("(d) p50, %d new images, registry +%s", h.o.slowImages, h.o.delay), ms(slow.st.quantile(.5)), "< 100ms", slow.st.quantile(.5) < 100*time.Millisecond)
 	}
 	if memory, ok := rows["memory"]; ok {
 		target(fmt.Sprintf("RSS with %d cached digests", h.o.cached), "VmHWM "+mib(memory.peak), "< 64 MiB", memory.peak < 64<<20)

@@ -45,6 +45,7 @@ type options struct {
 	burstRounds int
 	rounds      int
 	delay       time.Duration
+	delayAll    bool
 	slowImages  int
 	cached      int
 	smoke       bool
@@ -67,6 +68,7 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.burst, "burst", 200, "concurrent requests for one new tag in the burst scenario")
 	fs.IntVar(&o.burstRounds, "burst-rounds", 5, "bursts, each for a new tag")
 	fs.DurationVar(&o.delay, "delay", 50*time.Millisecond, "registry delay per manifest request in the slow-registry scenario")
+	fs.BoolVar(&o.delayAll, "delay-all", false, "in the slow-registry scenario, delay every registry request (the /v2/ ping too), as a distant registry would")
 	fs.IntVar(&o.slowImages, "slow-containers", 5, "containers per pod in the slow-registry scenario")
 	fs.IntVar(&o.cached, "cached", 10000, "distinct tags driven through the webhook before its memory is read")
 	fs.BoolVar(&o.smoke, "smoke", false, "about a second per scenario, 1 burst, 1000 cached digests: keeps the harness working in CI")

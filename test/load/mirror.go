@@ -37,6 +37,7 @@ type mirror struct {
 	requests  atomic.Int64
 	manifests atomic.Int64
 	delay     atomic.Int64 // nanoseconds added to every manifest request
+	delayAll  atomic.Bool  // add it to every request instead (ping, token, blob too)
 
 	// manifest is a real image's manifest whose config and layer blobs the registry holds;
 	// every tag gets a copy with its own annotation, hence its own digest.
@@ -89,16 +90,17 @@ func (m *mirror) close() error {
 
 func (m *mirror) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.requests.Add(1)
-	if strings.Contains(r.URL.Path, "/manifests/") {
+	manifest := strings.Contains(r.URL.Path, "/manifests/")
+	if manifest {
 		m.manifests.Add(1)
-		if d := time.Duration(m.delay.Load()); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-r.Context().Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+	}
+	if d := time.Duration(m.delay.Load()); d > 0 && (manifest || m.delayAll.Load()) {
+		t := time.NewTimer(d)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
 		}
 	}
 	m.inner.ServeHTTP(w, r)
