@@ -36,6 +36,9 @@ type stats struct {
 	samples  map[string]int // failure messages, counted
 	lat      []time.Duration
 	elapsed  time.Duration // from the first request sent to the last answer
+	// self is this process's CPU time while the requests ran (vegeta, its TLS client, the
+	// in-process mirror), before the answers were checked.
+	self time.Duration
 }
 
 func (a attack) run(ctx context.Context) stats {
@@ -63,6 +66,7 @@ func (a attack) run(ctx context.Context) stats {
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
 
+	self := selfCPU()
 	began := time.Now()
 	var end time.Time
 	st := stats{samples: map[string]int{}}
@@ -80,6 +84,7 @@ func (a attack) run(ctx context.Context) stats {
 		bodies = append(bodies, res.Body)
 	}
 	st.elapsed = end.Sub(began)
+	st.self = selfCPU() - self
 	if a.check != nil {
 		for _, b := range bodies {
 			if err := a.check(b); err != nil {
@@ -122,6 +127,7 @@ func (s *stats) merge(o stats) {
 	}
 	s.lat = append(s.lat, o.lat...)
 	s.elapsed += o.elapsed
+	s.self += o.self
 }
 
 // throughput is successful answers per second.

@@ -248,15 +248,13 @@ func (h *harness) measure(ctx context.Context, s *server, r *row, body func(uint
 // run runs an attack on s and returns what it measured, the CPU time s used meanwhile and the
 // CPU time this process used (the load generator, and the mirror registry when it is asked).
 func (s *server) run(ctx context.Context, a attack) (stats, time.Duration, time.Duration) {
-	self := selfCPU()
 	before, err := s.proc.cpu()
 	st := a.run(ctx)
 	after, err2 := s.proc.cpu()
-	gen := selfCPU() - self
 	if err != nil || err2 != nil {
-		return st, 0, gen
+		return st, 0, st.self
 	}
-	return st, after - before, gen
+	return st, after - before, st.self
 }
 
 func selfCPU() time.Duration {
@@ -484,7 +482,7 @@ func (h *harness) report(rows map[string]row, order []string) error {
 	_, _ = fmt.Fprintln(h.out, "\nreq/s: answers per second of the measured run; p50/p90/p99: exact latency percentiles, client side;")
 	_, _ = fmt.Fprintln(h.out, "errors: failed requests and wrong answers (not allowed, a warning, an image left unpinned);")
 	_, _ = fmt.Fprintln(h.out, "webhook CPU/req: the webhook process's user+system time over the run / requests;")
-	_, _ = fmt.Fprintln(h.out, "loadgen CPU/req: the same for this process (vegeta, its TLS client, the in-process mirror, answer checks);")
+	_, _ = fmt.Fprintln(h.out, "loadgen CPU/req: the same for this process (vegeta, its TLS client, the in-process mirror);")
 	_, _ = fmt.Fprintln(h.out, "peak RSS: the webhook's VmHWM when its scenario ended (a fresh process per scenario).")
 	if memory, ok := rows["memory"]; ok {
 		_, _ = fmt.Fprintf(h.out, "memory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
