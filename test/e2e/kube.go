@@ -237,12 +237,12 @@ func podImages(p *corev1.Pod) string {
 }
 
 // Kubectl runs the kubectl built beside kube-apiserver against the suite's API server and returns
-// its combined output. It skips t when there is no kubectl.
+// its combined output. It fails t when there is no kubectl.
 func (e *Env) Kubectl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	bin := filepath.Join(e.Opts.KubeDir, "kubectl")
 	if !isExecutable(bin) {
-		t.Skipf("no kubectl in %s", e.Opts.KubeDir)
+		t.Fatalf("no kubectl in %s (hack/kube-binaries.sh builds it)", e.Opts.KubeDir)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
