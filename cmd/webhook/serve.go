@@ -73,6 +73,9 @@ func parseServe(args []string) (serveOptions, error) {
 }
 
 func newLogger(w io.Writer, verbosity int) logr.Logger {
+	// zap levels are int8: -v 200 would wrap around to a level above Fatal and silence every
+	// line, errors included, and a negative -v would hide the info lines.
+	verbosity = min(max(verbosity, 0), 127)
 	level := uberzap.NewAtomicLevelAt(zapcore.Level(-verbosity))
 	return zap.New(zap.WriteTo(w), zap.Level(level), zap.UseDevMode(false))
 }
@@ -211,7 +214,8 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// ctx is done; the shutdown gets its own few seconds (and keeps ctx's logger).
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
