@@ -87,7 +87,10 @@ func newPeakRegistry(t *testing.T) *peakRegistry {
 		switch s {
 		case http.StateNew:
 			n := r.open.Add(1)
-			for p := r.peak.Load(); n > p && !r.peak.CompareAndSwap(p, n); p = r.peak.Load() {
+			for p := r.peak.Load(); n > p; p = r.peak.Load() {
+				if r.peak.CompareAndSwap(p, n) {
+					break
+				}
 			}
 		case http.StateClosed, http.StateHijacked:
 			r.open.Add(-1)

@@ -237,7 +237,7 @@ func decodePod(raw []byte, what string) (*podView, error) {
 	// Case-sensitive, as the API server decodes: encoding/json would also read "SPEC" or
 	// "Image", and the patch would then name paths the object does not have.
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a Pod: %v", ErrBadRequest, what, err)
+		return nil, fmt.Errorf("%w: %s is not a Pod: %w", ErrBadRequest, what, err)
 	}
 	if pod.Kind != "" && (pod.Kind != "Pod" || (pod.APIVersion != "" && pod.APIVersion != "v1")) {
 		return nil, fmt.Errorf("%w: %s is %s %s, not a v1 Pod", ErrBadRequest, what, pod.APIVersion, pod.Kind)

@@ -152,11 +152,17 @@ func (c *Compiled) OnMirror(registry, repository string) (MirrorTarget, bool) {
 // ExcludedImage reports whether a normalized reference matches exclude.images.
 func (c *Compiled) ExcludedImage(ref string) bool { return matchAny(c.excludeImages, ref) }
 
-// Resolution settings, defaulted.
-func (c *Compiled) ResolveEnabled() bool          { return *c.policy.Resolve.Enabled }
+// ResolveEnabled reports whether tags are resolved to digests (resolve.enabled, defaulted).
+func (c *Compiled) ResolveEnabled() bool { return *c.policy.Resolve.Enabled }
+
+// ResolveTimeout is the budget for one admission's resolutions (resolve.timeout, defaulted).
 func (c *Compiled) ResolveTimeout() time.Duration { return c.policy.Resolve.Timeout.Duration }
-func (c *Compiled) OnError() OnError              { return c.policy.Resolve.OnError }
-func (c *Compiled) AllowPodOptOut() bool          { return c.policy.AllowPodOptOut }
+
+// OnError says what happens to a pod whose image cannot be pinned (resolve.onError, defaulted).
+func (c *Compiled) OnError() OnError { return c.policy.Resolve.OnError }
+
+// AllowPodOptOut reports whether the pullgate.dev/skip annotation is honoured.
+func (c *Compiled) AllowPodOptOut() bool { return c.policy.AllowPodOptOut }
 
 // Decision is what the policy says for one namespace.
 type Decision struct {

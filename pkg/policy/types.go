@@ -17,9 +17,13 @@ const ModeLabel = "pullgate.dev/mode"
 // Mode says whether pullgate changes pods or only reports what it would change.
 type Mode string
 
+// Modes.
 const (
+	// ModeEnforce changes pods.
 	ModeEnforce Mode = "Enforce"
-	ModeAudit   Mode = "Audit"
+	// ModeAudit admits pods unchanged and reports, in warnings, annotations and metrics, what
+	// it would have changed.
+	ModeAudit Mode = "Audit"
 )
 
 // OnError says what happens to a pod whose image cannot be resolved to a digest.

@@ -60,7 +60,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		}
 		// The mirror's failure is the one that decides the error class; the fallback's is
 		// kept as text so that errors.Is does not see two answers.
-		err = fmt.Errorf("%w; upstream fallback: %v", err, ferr)
+		err = fmt.Errorf("%w; upstream fallback: %v", err, ferr) //nolint:errorlint // one class, see above
 	}
 	if errors.Is(err, ErrNotFound) {
 		r.cache.put(key, entry{stored: cfg.now()})
@@ -107,7 +107,7 @@ func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference,
 		if retried || !f.retry || !timeLeft(ctx, time.Since(start)) {
 			return "", f
 		}
-		t := time.NewTimer(retryDelay + rand.N(retryDelay))
+		t := time.NewTimer(retryDelay + rand.N(retryDelay)) //nolint:gosec // jitter, not a secret
 		select {
 		case <-ctx.Done():
 			t.Stop()

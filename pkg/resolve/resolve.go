@@ -127,7 +127,7 @@ type registry struct {
 // New returns a Resolver with an empty cache.
 func New(opts Options) (*Resolver, error) {
 	r := &Resolver{metrics: sharedMetrics()}
-	r.count = requestCounter(r.metrics.requests, r.label)
+	r.count = requestCounter(r.metrics.requests, r.label) //nolint:bodyclose // a hook that reads status codes; it owns no body
 	cfg, err := r.compile(opts)
 	if err != nil {
 		return nil, err
