@@ -418,6 +418,7 @@ imagePullSecrets: [pull-%s]
 	var seen [2]atomic.Int64 // answers consistent with policy a, b
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	answered := make(chan struct{}, 1) // an admission finished (coalesced)
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -439,9 +440,14 @@ imagePullSecrets: [pull-%s]
 					return
 				}
 				seen[v].Add(1)
+				select {
+				case answered <- struct{}{}:
+				default:
+				}
 			}
 		}()
 	}
+	t.Cleanup(func() { stop.Store(true); wg.Wait() }) // also when a check below fails
 	for i := range reloads {
 		v := []string{"b", "a"}[i%2]
 		if err := os.WriteFile(path, []byte(policyFor(v)), 0o600); err != nil {
@@ -450,10 +456,18 @@ imagePullSecrets: [pull-%s]
 		if changed, err := store.load(); err != nil || !changed {
 			t.Fatalf("reload %d: changed=%v err=%v", i, changed, err)
 		}
-		// Let admissions run under each policy before swapping again: wait for a new answer.
-		before := seen[0].Load() + seen[1].Load()
-		for seen[0].Load()+seen[1].Load() == before && len(errs) == 0 {
-			time.Sleep(time.Millisecond)
+		// Let admissions run under each policy before swapping again: wait until one more
+		// finishes after this reload (or a worker fails).
+		select {
+		case <-answered:
+		default:
+		}
+		select {
+		case <-answered:
+		case err := <-errs:
+			t.Fatal(err)
+		case <-time.After(requestBound):
+			t.Fatalf("no admission finished within %v of reload %d", requestBound, i)
 		}
 	}
 	stop.Store(true)
