@@ -184,6 +184,13 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView) (*imagePlan
 		ip.rewritten = true
 		resolveAt = ip.target
 		opts = mirrorOptions(m)
+		// The mirror's path prefix lengthens the repository, which may then pass the 255
+		// characters a repository may have: the rewritten image would not parse, and the kubelet
+		// would refuse the pod. Checked here because pinned images and resolve.enabled: false
+		// never build the tag below.
+		if _, err := name.NewRepository(ip.target, opts...); err != nil {
+			return nil, fmt.Sprintf("%s: cannot form the mirror reference for %q (%v); left untouched", s.field(), clip(s.image), err)
+		}
 	}
 	if ref.digest != "" || !pol.ResolveEnabled() {
 		return ip, ""
