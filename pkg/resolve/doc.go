@@ -9,6 +9,12 @@
 // the caller's deadline with at most one quick retry, and errors wrap one of ErrNotFound,
 // ErrUnauthorized, ErrTimeout, ErrCircuitOpen or ErrRegistry (or context.Canceled).
 //
+// A registry listed as Insecure is spoken to over plain HTTP only; every other registry over
+// verified HTTPS only, loopback and private addresses included (go-containerregistry would try
+// both). The handshake with a registry, GET /v2/ and for token registries a bearer token, is
+// kept for a few minutes per registry settings, repository and credential identity, so a cache
+// miss usually costs the one HEAD it needs.
+//
 // Resolver implements mutate.Resolver; this package imports mutate for that interface's types
 // only. Configuration is plain Options, which cmd/webhook builds from the policy; Configure
 // swaps it on reload and keeps the cache.

@@ -2,6 +2,8 @@ package resolve
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -66,7 +68,7 @@ func classify(ctx context.Context, ref name.Reference, err error) failure {
 		switch {
 		case code == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
 			return failure{err: fmt.Errorf("resolve %s: %w: %w", image, ErrNotFound, err)}
-		case code == http.StatusUnauthorized || code == http.StatusForbidden || hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode):
+		case denied(terr):
 			return failure{err: fmt.Errorf("resolve %s: %w: check the pull credentials for %s: %w", image, ErrUnauthorized, host, err)}
 		case code == http.StatusTooManyRequests || hasCode(terr, transport.TooManyRequestsErrorCode):
 			// Rate limited: the registry is up, so the breaker stays closed (a mirror that
@@ -85,8 +87,33 @@ func classify(ctx context.Context, ref name.Reference, err error) failure {
 	if errors.As(err, &nerr) && nerr.Timeout() {
 		return failure{err: fmt.Errorf("resolve %s: %w: %s did not answer in time: %w", image, ErrTimeout, host, err), trips: true}
 	}
+	if certificateError(err) {
+		return failure{err: fmt.Errorf("resolve %s: %w: TLS with %s failed, its certificate does not verify (a private CA belongs in the registry's CA bundle): %w", image, ErrRegistry, host, err), trips: true}
+	}
+	if strings.Contains(err.Error(), plainHTTPAnswer) {
+		return failure{err: fmt.Errorf("resolve %s: %w: %s answered HTTPS with plain HTTP (a plain-HTTP registry must be configured insecure): %w", image, ErrRegistry, host, err), trips: true}
+	}
 	reset := errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 	return failure{err: fmt.Errorf("resolve %s: %w: cannot reach %s: %w", image, ErrRegistry, host, err), trips: true, retry: reset}
+}
+
+// denied tells a refusal of the credentials (or of their absence).
+func denied(terr *transport.Error) bool {
+	return terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden ||
+		hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode)
+}
+
+// plainHTTPAnswer is net/http's error text, with no type of its own, for an HTTPS request that a
+// plain-HTTP server answered.
+const plainHTTPAnswer = "server gave HTTP response to HTTPS client"
+
+// certificateError reports whether err is a failed verification of a server certificate.
+func certificateError(err error) bool {
+	var verr *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verr) || errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {

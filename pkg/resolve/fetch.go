@@ -26,7 +26,7 @@ const retryDelay = 50 * time.Millisecond
 
 // flight is the shared call behind every concurrent Resolve of one key. It runs under its own
 // deadline, detached from the first caller's cancellation but keeping its values (logger).
-func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod authn.Keychain) (any, error) {
+func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds) (any, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout)
 	defer cancel()
 	log := logr.FromContextOrDiscard(ctx)
@@ -73,7 +73,7 @@ type op func(ctx context.Context, rt http.RoundTripper, ref name.Reference) (str
 
 // call runs op against ref's registry under its circuit breaker, with at most one quick
 // retry, and returns a classified error.
-func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, pod authn.Keychain, do op) (string, error) {
+func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, do op) (string, error) {
 	host := ref.Context().RegistryStr()
 	br := r.breakers.get(host, r.label(host))
 	if ok, until := br.allow(cfg.now()); !ok {
@@ -91,15 +91,16 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 	return digest, f.err
 }
 
-func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod authn.Keychain, do op) (string, failure) {
+func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, do op) (string, failure) {
 	reg := cfg.registry(ref.Context().RegistryStr())
-	auth, err := cfg.auth(ctx, reg, ref.Context(), pod)
+	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), pod)
 	if err != nil {
 		return "", failure{err: fmt.Errorf("resolve %s: %w: credentials for %s: %w", ref, ErrUnauthorized, ref.Context().RegistryStr(), err)}
 	}
+	key := sessionKey(reg, ref.Context(), identity)
 	for retried := false; ; retried = true {
 		start := time.Now()
-		digest, err := authenticated(ctx, reg.transport, auth, ref, do)
+		digest, err := r.authenticated(ctx, cfg, reg, auth, key, ref, do)
 		if err == nil {
 			return digest, failure{}
 		}
@@ -125,32 +126,63 @@ func timeLeft(ctx context.Context, took time.Duration) bool {
 }
 
 // auth picks credentials the way the kubelet does: the pod's own pull secrets first, then
-// the registry's configured credentials, then the optional keychain, then anonymous.
-func (c *config) auth(ctx context.Context, reg registry, repo name.Repository, pod authn.Keychain) (authn.Authenticator, error) {
-	if pod != nil {
-		a, err := authn.Resolve(ctx, pod, repo)
-		if err != nil || a != authn.Anonymous {
-			return a, err
+// the registry's configured credentials, then the optional keychain, then anonymous. It also
+// returns where they came from, as an identity for session keys that never shows a secret.
+func (c *config) auth(ctx context.Context, reg registry, repo name.Repository, pod podCreds) (authn.Authenticator, string, error) {
+	if pod.keychain != nil {
+		a, err := authn.Resolve(ctx, pod.keychain, repo)
+		if err != nil {
+			return nil, "", err
+		}
+		if a != authn.Anonymous {
+			return a, "pod:" + pod.id, nil
 		}
 	}
 	if reg.auth != nil {
-		return reg.auth, nil
+		return reg.auth, reg.authID, nil
 	}
 	if c.keychain != nil {
-		return authn.Resolve(ctx, c.keychain, repo)
+		a, err := authn.Resolve(ctx, c.keychain, repo)
+		return a, c.keychainID, err
 	}
-	return authn.Anonymous, nil
+	return authn.Anonymous, "anonymous", nil
 }
 
-// authenticated does the ping and token exchange once and hands the result to do, so that a
-// HEAD, its GET fallback and a digest check share one handshake.
-func authenticated(ctx context.Context, rt http.RoundTripper, auth authn.Authenticator, ref name.Reference, do op) (string, error) {
-	repo := ref.Context()
-	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, rt, []string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return "", err
+// authenticated runs do on the session for key: a live one from an earlier call, so that a miss
+// costs the one request it needs, or a new handshake. A session is dropped when the registry
+// refuses it or cannot be reached through it; a reused one that is refused (a token that
+// expired or was revoked, a registry whose authentication changed) gets one fresh handshake
+// straight away, so that the refusal does not reach the caller.
+func (r *Resolver) authenticated(ctx context.Context, cfg *config, reg registry, auth authn.Authenticator, key string, ref name.Reference, do op) (string, error) {
+	rt, reused := r.sessions.rts.get(key)
+	for {
+		if rt == nil {
+			var err error
+			if rt, err = r.session(ctx, cfg, reg, auth, key, ref.Context()); err != nil {
+				return "", err
+			}
+		}
+		digest, err := do(ctx, rt, ref)
+		if err == nil || sessionHolds(err) {
+			return digest, err
+		}
+		r.sessions.forget(key, rt, reg, ref.Context())
+		var terr *transport.Error
+		if !reused || ctx.Err() != nil || !errors.As(err, &terr) || !denied(terr) {
+			return "", err
+		}
+		rt, reused = nil, false
 	}
-	return do(ctx, tr, ref)
+}
+
+// sessionHolds reports whether a failed op leaves its session good: the registry answered
+// through it with something other than a refusal.
+func sessionHolds(err error) bool {
+	if errors.Is(err, errUnsupported) {
+		return true
+	}
+	var terr *transport.Error
+	return errors.As(err, &terr) && !denied(terr)
 }
 
 // manifestDigest asks for the digest with HEAD, and GETs the manifest only when the HEAD

@@ -2,6 +2,7 @@ package resolve_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 
@@ -11,7 +12,8 @@ import (
 )
 
 // Requests, outcomes and cache results are counted, labelled by listed registry host; hosts
-// not listed share "other".
+// not listed share "other". (The unlisted registry serves plain HTTP, which a host not listed
+// as insecure does not get: its resolution fails, and is counted all the same.)
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	listed, unlisted := newRegistry(t), newRegistry(t)
@@ -19,15 +21,16 @@ func TestMetrics(t *testing.T) {
 	unlisted.push(t, "app:v1")
 	r := newResolver(t, newClock(), resolve.Options{}, listed) // unlisted is not in Registries
 	hitsBefore := gauge(t, "pullgate_resolve_cache_total", prometheus.Labels{"result": "hit"})
-	otherBefore := gauge(t, "pullgate_resolve_duration_seconds", prometheus.Labels{"registry": "other", "outcome": "resolved"})
+	otherBefore := gauge(t, "pullgate_resolve_duration_seconds", prometheus.Labels{"registry": "other", "outcome": "error"})
+	otherRequestsBefore := gauge(t, "pullgate_registry_requests_total", prometheus.Labels{"registry": "other", "method": http.MethodGet, "code": "error"})
 
 	for range 2 {
 		if _, err := r.Resolve(context.Background(), request(listed.ref(t, "app:v1"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := r.Resolve(context.Background(), request(unlisted.ref(t, "app:v1"))); err != nil {
-		t.Fatal(err)
+	if _, err := r.Resolve(context.Background(), request(unlisted.ref(t, "app:v1"))); !errors.Is(err, resolve.ErrRegistry) {
+		t.Fatalf("unlisted plain-HTTP registry: err = %v, want ErrRegistry", err)
 	}
 
 	tests := []struct {
@@ -38,8 +41,8 @@ func TestMetrics(t *testing.T) {
 		{"pullgate_registry_requests_total", prometheus.Labels{"registry": listed.host, "method": http.MethodHead, "code": "200"}, 1},
 		{"pullgate_resolve_duration_seconds", prometheus.Labels{"registry": listed.host, "outcome": "resolved"}, 1},
 		{"pullgate_resolve_duration_seconds", prometheus.Labels{"registry": listed.host, "outcome": "hit"}, 1},
-		{"pullgate_registry_requests_total", prometheus.Labels{"registry": unlisted.host, "method": http.MethodHead, "code": "200"}, 0},
-		{"pullgate_resolve_duration_seconds", prometheus.Labels{"registry": unlisted.host, "outcome": "resolved"}, 0},
+		{"pullgate_registry_requests_total", prometheus.Labels{"registry": unlisted.host, "method": http.MethodGet, "code": "error"}, 0},
+		{"pullgate_resolve_duration_seconds", prometheus.Labels{"registry": unlisted.host, "outcome": "error"}, 0},
 	}
 	for _, tt := range tests {
 		if got := gauge(t, tt.metric, tt.labels); got != tt.want {
@@ -50,7 +53,10 @@ func TestMetrics(t *testing.T) {
 	if got := gauge(t, "pullgate_resolve_cache_total", prometheus.Labels{"result": "hit"}); got < hitsBefore+1 {
 		t.Errorf("cache hits %v, want at least %v", got, hitsBefore+1)
 	}
-	if got := gauge(t, "pullgate_resolve_duration_seconds", prometheus.Labels{"registry": "other", "outcome": "resolved"}); got < otherBefore+1 {
+	if got := gauge(t, "pullgate_resolve_duration_seconds", prometheus.Labels{"registry": "other", "outcome": "error"}); got < otherBefore+1 {
 		t.Errorf("resolutions labelled other: %v, want at least %v", got, otherBefore+1)
+	}
+	if got := gauge(t, "pullgate_registry_requests_total", prometheus.Labels{"registry": "other", "method": http.MethodGet, "code": "error"}); got < otherRequestsBefore+1 {
+		t.Errorf("requests labelled other: %v, want at least %v", got, otherRequestsBefore+1)
 	}
 }

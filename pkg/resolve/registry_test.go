@@ -55,8 +55,14 @@ type testRegistry struct {
 
 	registryHandler http.HandlerFunc // the registry itself, for faults that wrap its answers
 
-	mu     sync.Mutex
-	counts map[string]int // "HEAD /v2/repo/manifests/tag"
+	// tlsConns and plainConns count the connections that opened with a TLS handshake and
+	// with anything else (plain HTTP), whether or not the server could make sense of them:
+	// an HTTPS attempt on a plain-HTTP registry never reaches a handler.
+	tlsConns, plainConns atomic.Int64
+
+	mu       sync.Mutex
+	counts   map[string]int // manifest requests: "HEAD /v2/repo/manifests/tag"
+	requests map[string]int // every request that reached the handler: "GET /v2/", "GET /token"
 }
 
 // withTLS serves TLS with httptest's certificate, or with the one in tr.cert once set.
@@ -71,13 +77,16 @@ func withTLS(tr *testRegistry, srv *httptest.Server) {
 
 func newRegistry(t testing.TB, opts ...func(*testRegistry, *httptest.Server)) *testRegistry {
 	t.Helper()
-	tr := &testRegistry{done: make(chan struct{}), counts: map[string]int{}}
+	tr := &testRegistry{done: make(chan struct{}), counts: map[string]int{}, requests: map[string]int{}}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	tr.registryHandler = reg.ServeHTTP
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.Contains(r.URL.Path, "/manifests/") && !strings.Contains(r.UserAgent(), pushAgent) {
+		if !strings.Contains(r.UserAgent(), pushAgent) {
 			tr.mu.Lock()
-			tr.counts[r.Method+" "+r.URL.Path]++
+			tr.requests[r.Method+" "+r.URL.Path]++
+			if strings.Contains(r.URL.Path, "/manifests/") {
+				tr.counts[r.Method+" "+r.URL.Path]++
+			}
 			tr.mu.Unlock()
 		}
 		if f := tr.fault.Load(); f != nil && (*f)(w, r) {
@@ -86,6 +95,7 @@ func newRegistry(t testing.TB, opts ...func(*testRegistry, *httptest.Server)) *t
 		reg.ServeHTTP(w, r)
 	})
 	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = &sniffListener{Listener: srv.Listener, tls: &tr.tlsConns, plain: &tr.plainConns}
 	// The bad-TLS tests make handshakes fail on purpose; their log lines are noise.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	for _, o := range opts {
@@ -110,6 +120,50 @@ func (tr *testRegistry) setFault(f func(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	tr.fault.Store(&f)
+}
+
+// requestCounts returns how many requests reached the registry since the last call, by
+// "METHOD path", the test's pushes left out.
+func (tr *testRegistry) requestCounts() map[string]int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	out := tr.requests
+	tr.requests = map[string]int{}
+	return out
+}
+
+// sniffListener tells connections that open with a TLS handshake record (0x16) from others.
+type sniffListener struct {
+	net.Listener
+	tls, plain *atomic.Int64
+}
+
+func (l *sniffListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &sniffConn{Conn: c, l: l}, nil
+}
+
+type sniffConn struct {
+	net.Conn
+	l    *sniffListener
+	once sync.Once
+}
+
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.once.Do(func() {
+			if p[0] == 0x16 {
+				c.l.tls.Add(1)
+			} else {
+				c.l.plain.Add(1)
+			}
+		})
+	}
+	return n, err
 }
 
 // count returns how many manifest requests with method reached repo:tagOrDigest.

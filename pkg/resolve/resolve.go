@@ -46,8 +46,8 @@ type Options struct {
 
 	// Registries is keyed by registry host as name.Registry.RegistryStr() spells it
 	// ("127.0.0.1:5000", "index.docker.io"; "docker.io" is folded into the latter). Hosts not
-	// listed are reached anonymously (or through Keychain) over verified TLS, and share the
-	// metric label "other".
+	// listed are reached anonymously (or through Keychain) over verified TLS only, loopback
+	// and private addresses included, and share the metric label "other".
 	Registries map[string]Registry
 
 	// Keychain, if set, supplies credentials for registries whose Registry.Auth is nil (for
@@ -79,8 +79,12 @@ type Options struct {
 
 // Registry is how to reach one registry host.
 type Registry struct {
-	// Insecure allows plain HTTP (references are re-created with name.Insecure). It does not
-	// disable TLS verification; give CABundle for a private CA.
+	// Insecure: the registry serves plain HTTP, and is only ever spoken to that way (no HTTPS
+	// attempt first). A registry that is not insecure is only ever spoken to over verified
+	// HTTPS, even at a loopback or private address, where go-containerregistry would also try
+	// plain HTTP: so a test or development registry on 127.0.0.1 that serves plain HTTP must
+	// be listed with Insecure. It does not disable TLS verification; give CABundle for a
+	// private CA.
 	Insecure bool
 	// CABundle is PEM, trusted in addition to the system roots.
 	CABundle []byte
@@ -100,6 +104,8 @@ type Resolver struct {
 	flights    singleflight.Group
 	breakers   breakers
 	transports transports
+	sessions   *sessions
+	epoch      atomic.Uint64 // numbers credentials that have no identity of their own
 	metrics    *metrics
 	count      func(*http.Request, *http.Response)
 }
@@ -115,6 +121,7 @@ type config struct {
 	podSecrets                                         PodSecrets
 	now                                                func() time.Time
 	bundles                                            [][]byte // CA bundles in use, nil (system roots) included
+	keychainID                                         string   // session identity of Keychain's credentials
 }
 
 type registry struct {
@@ -122,11 +129,15 @@ type registry struct {
 	auth         authn.Authenticator
 	credentialID string
 	transport    http.RoundTripper
+	// sessionTag is the part of a session key that changes with the connection settings a
+	// handshake depends on, scheme and CA bundle; authID identifies auth (see sessionKey).
+	sessionTag string
+	authID     string
 }
 
 // New returns a Resolver with an empty cache.
 func New(opts Options) (*Resolver, error) {
-	r := &Resolver{metrics: sharedMetrics()}
+	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions()}
 	r.count = requestCounter(r.metrics.requests, r.label) //nolint:bodyclose // a hook that reads status codes; it owns no body
 	cfg, err := r.compile(opts)
 	if err != nil {
@@ -139,9 +150,10 @@ func New(opts Options) (*Resolver, error) {
 	return r, nil
 }
 
-// Configure applies new options, for a policy reload. The cache, the circuit breakers and
-// the connections of unchanged TLS configurations are kept; calls under way finish with the
-// configuration they started with. On error nothing changes.
+// Configure applies new options, for a policy reload. The cache, the circuit breakers, the
+// connections of unchanged TLS configurations and the registry sessions (ping and token) of
+// registries whose scheme, CA bundle and credential identity are unchanged are kept; calls under
+// way finish with the configuration they started with. On error nothing changes.
 func (r *Resolver) Configure(opts Options) error {
 	r.configure.Lock()
 	defer r.configure.Unlock()
@@ -195,11 +207,14 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
+	// A keychain has no identity of its own to compare across reloads: sessions made with its
+	// credentials last one configuration.
+	cfg.keychainID = fmt.Sprintf("keychain@%d", r.epoch.Add(1))
 	rt, err := r.transports.get(nil, r.count)
 	if err != nil {
 		return nil, err
 	}
-	cfg.anonymous = registry{transport: rt}
+	cfg.anonymous = registry{transport: rt, sessionTag: sessionTag(false, nil)}
 	cfg.bundles = [][]byte{nil}
 	for key, reg := range opts.Registries {
 		nr, err := name.NewRegistry(key)
@@ -218,7 +233,15 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 			continue
 		}
 		cfg.bundles = append(cfg.bundles, reg.CABundle)
-		cfg.registries[host] = registry{insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt}
+		authID := "registry:" + reg.CredentialID
+		if reg.Auth != nil && reg.CredentialID == "" {
+			// Credentials without an identity may have changed with any reload.
+			authID = fmt.Sprintf("registry@%d", r.epoch.Add(1))
+		}
+		cfg.registries[host] = registry{
+			insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt,
+			sessionTag: sessionTag(reg.Insecure, reg.CABundle), authID: authID,
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("resolver options: %w", err)
@@ -273,19 +296,24 @@ type flightResult struct {
 	fallback bool
 }
 
+// podCreds are a pod's pull secrets: a keychain over them and its identity.
+type podCreds struct {
+	keychain authn.Keychain
+	id       string
+}
+
 func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveRequest) (mutate.Resolution, string, error) {
-	var pod authn.Keychain
-	var podID string
+	var pod podCreds
 	var err error
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
-		pod, podID, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
+		pod.keychain, pod.id, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
 		if err != nil {
 			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
 		}
 	}
 	// Name() is the normalized reference (index.docker.io/library/...), whatever the insecure
 	// flag; the identities keep answers obtained with different credentials apart.
-	key := req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + podID
+	key := req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + pod.id
 
 	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
