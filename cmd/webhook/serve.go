@@ -121,8 +121,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		CertDir: o.certDir,
 		TLSOpts: []func(*tls.Config){hardenTLS},
 	})
-	recoverPanic := true
-	server.Register(MutatePath, &webhook.Admission{Handler: handler, RecoverPanic: &recoverPanic})
+	server.Register(MutatePath, &admissionHTTP{handler: handler, log: logger.WithName("admission")})
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Start(ctx) })
