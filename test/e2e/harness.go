@@ -461,7 +461,7 @@ func WaitReady(parent context.Context, p *Process, timeout time.Duration, check 
 		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("%s: %w (%v); last lines of %s:\n%s", p.Name, errExited, p.Err(), p.LogPath, Tail(p.LogPath, 30))
+			return fmt.Errorf("%s: %w (%w); last lines of %s:\n%s", p.Name, errExited, p.Err(), p.LogPath, Tail(p.LogPath, 30))
 		case <-ctx.Done():
 			if parent.Err() != nil {
 				return fmt.Errorf("waiting for %s: %w", p.Name, parent.Err())
@@ -547,7 +547,7 @@ func (e *Env) TestDir(t testing.TB) string {
 }
 
 // sanitize keeps [a-z0-9], maps everything else to sep, lowercases and truncates.
-func sanitize(s string, max int, sep rune) string {
+func sanitize(s string, limit int, sep rune) string {
 	var b strings.Builder
 	for _, r := range strings.ToLower(s) {
 		switch {
@@ -558,8 +558,8 @@ func sanitize(s string, max int, sep rune) string {
 		}
 	}
 	out := strings.Trim(b.String(), string(sep))
-	if len(out) > max {
-		out = strings.Trim(out[:max], string(sep))
+	if len(out) > limit {
+		out = strings.Trim(out[:limit], string(sep))
 	}
 	return out
 }
