@@ -49,6 +49,7 @@ lint: ## gofmt, go vet, golangci-lint, govulncheck (tools installed into ~/.cach
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed: $$out"; exit 1; }
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
+	./hack/lint.sh
 
 .PHONY: helm-lint
 helm-lint: ## helm lint + helm template with default and example values.
