@@ -150,3 +150,14 @@ func TestPolicyCheck(t *testing.T) {
 		t.Error("unknown command accepted")
 	}
 }
+
+// TestMutateOfflineWithCredentialsSecret: offline there is no API server to read a policy's
+// credential Secret from; mutate warns and goes on rather than crashing.
+func TestMutateOfflineWithCredentialsSecret(t *testing.T) {
+	t.Parallel()
+	pol := writeFile(t, "policy.yaml", strings.Replace(offlinePolicy, "mirror: mirror.example.com/hub}", "mirror: mirror.example.com/hub, credentialsSecret: robot}", 1))
+	out, stderr, err := runCmd(t, reviewYAML, "mutate", "--policy", pol)
+	if err != nil || !strings.Contains(stderr, "no API server to read the secret from") || !strings.Contains(out, `"allowed": true`) {
+		t.Fatalf("err=%v stderr=%s out=%s", err, stderr, out)
+	}
+}

@@ -60,8 +60,16 @@ func (s *secrets) get(ctx context.Context, namespace, name string) ([]byte, stri
 	return data, namespace + "/" + name + "@" + sec.ResourceVersion, nil
 }
 
+// own reads a Secret in pullgate's own namespace, the only place policy-named credentials live.
+func (s *secrets) own(ctx context.Context, name string) ([]byte, string, error) {
+	if s == nil {
+		return nil, "", errors.New("no API server to read the secret from")
+	}
+	return s.get(ctx, s.namespace, name)
+}
+
 // resolverOptions translates the policy into the resolver's settings: TLS, plain HTTP and
-// credentials per mirror host, and the cache and fallback knobs.
+// credentials per mirror and listed registry host, and the cache and fallback knobs.
 func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (resolve.Options, error) {
 	p := pol.Policy()
 	opts := resolve.Options{
@@ -75,48 +83,63 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		Registries:         map[string]resolve.Registry{},
 	}
 	var errs []error
+	add := func(kind, host string, conn policy.Connection) {
+		key, reg, err := connection(ctx, host, conn, sec)
+		if err != nil {
+			// Keep what could be read: one unreadable secret must not stop every other registry.
+			errs = append(errs, fmt.Errorf("%s %s: %w", kind, host, err))
+		}
+		if _, done := opts.Registries[key]; key != "" && !done {
+			opts.Registries[key] = reg // mirrors on one host share settings (the policy checks)
+		}
+	}
 	for _, m := range pol.Mirrors() {
-		var nameOpts []name.Option
-		if m.Insecure {
-			nameOpts = append(nameOpts, name.Insecure)
-		}
-		host, err := name.NewRegistry(m.Host, nameOpts...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("mirror %s: %w", m.Host, err))
-			continue
-		}
-		if _, done := opts.Registries[host.RegistryStr()]; done {
-			continue // another mirror on this host; the policy guarantees equal settings
-		}
-		reg := resolve.Registry{Insecure: m.Insecure, CABundle: []byte(m.Source.CABundle)}
-		if m.Source.CAFile != "" {
-			if reg.CABundle, err = os.ReadFile(m.Source.CAFile); err != nil {
-				errs = append(errs, fmt.Errorf("mirror %s: reading caFile: %w", m.Host, err))
-			}
-		}
-		var creds []byte
-		switch {
-		case m.Source.CredentialsSecret != "":
-			creds, reg.CredentialID, err = sec.get(ctx, sec.namespace, m.Source.CredentialsSecret)
-		case m.Source.CredentialsFile != "":
-			if creds, err = os.ReadFile(m.Source.CredentialsFile); err == nil {
-				sum := sha256.Sum256(creds)
-				reg.CredentialID = "file:" + m.Source.CredentialsFile + "@" + hex.EncodeToString(sum[:8])
-			}
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("mirror %s credentials: %w", m.Host, err))
-		} else if creds != nil {
-			if reg.Auth, err = resolve.AuthFromDockerConfigJSON(creds, host.RegistryStr()); err != nil {
-				errs = append(errs, fmt.Errorf("mirror %s credentials: %w", m.Host, err))
-			}
-		}
-		opts.Registries[host.RegistryStr()] = reg
+		add("mirror", m.Host, m.Source.Connection)
+	}
+	for _, r := range p.Registries {
+		add("registry", r.Host, r.Connection)
 	}
 	if p.Resolve.UsePodPullSecrets && sec != nil && sec.client != nil {
 		opts.PodSecrets = sec.podKeychain
 	}
 	return opts, errors.Join(errs...)
+}
+
+// connection reads a registry's TLS and credential settings. It returns the host as the
+// resolver keys it (go-containerregistry's spelling: docker.io is index.docker.io).
+func connection(ctx context.Context, hostname string, c policy.Connection, sec *secrets) (string, resolve.Registry, error) {
+	var nameOpts []name.Option
+	if c.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	host, err := name.NewRegistry(hostname, nameOpts...)
+	if err != nil {
+		return "", resolve.Registry{}, err
+	}
+	reg := resolve.Registry{Insecure: c.Insecure, CABundle: []byte(c.CABundle)}
+	var errs []error
+	if c.CAFile != "" {
+		if reg.CABundle, err = os.ReadFile(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("reading caFile: %w", err))
+		}
+	}
+	var creds []byte
+	switch {
+	case c.CredentialsSecret != "":
+		creds, reg.CredentialID, err = sec.own(ctx, c.CredentialsSecret)
+	case c.CredentialsFile != "":
+		if creds, err = os.ReadFile(c.CredentialsFile); err == nil {
+			sum := sha256.Sum256(creds)
+			reg.CredentialID = "file:" + c.CredentialsFile + "@" + hex.EncodeToString(sum[:8])
+		}
+	}
+	if err == nil && creds != nil {
+		reg.Auth, err = resolve.AuthFromDockerConfigJSON(creds, host.RegistryStr())
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("credentials: %w", err))
+	}
+	return host.RegistryStr(), reg, errors.Join(errs...)
 }
 
 // podKeychain builds a keychain from a pod's pull secrets; its identity names the secrets and

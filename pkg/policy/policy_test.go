@@ -35,6 +35,12 @@ var wantProblems = map[string][]string{
 	"invalid-mirror-loop.yaml":   {"mirrors[0].mirror: Invalid value", "mirrors[1].mirror: Invalid value"},
 	"invalid-shared-host.yaml":   {"line 8: mirrors[1].mirror: Invalid value: \"harbor.example.com/ghcr\": shares host harbor.example.com with mirrors[0]"},
 	"invalid-cachettl-zero.yaml": {"line 4: resolve.cacheTTL: Invalid value: \"0s\": must be positive", "line 5: resolve.maxStale: Invalid value"},
+	"invalid-registries.yaml": {
+		"line 7: registries[0].host: Invalid value: \"harbor.example.com\": is the host of mirrors[0]",
+		"line 9: registries[2].host: Duplicate value",
+		"line 10: registries[2].caBundle: Invalid value",
+		"line 11: registries[3].host: Required value",
+	},
 	"invalid-not-yaml.yaml":      {"not valid YAML"},
 	"invalid-empty.yaml":         {"file is empty"},
 	"invalid-two-documents.yaml": {"more than one YAML document"},

@@ -43,6 +43,10 @@ type Policy struct {
 	Mode       Mode   `json:"mode,omitempty"`
 	// Mirrors maps upstream registries to the mirrors nodes pull from.
 	Mirrors []Mirror `json:"mirrors,omitempty"`
+	// Registries are registries pullgate talks to directly: those of images without a mirror,
+	// and upstreams asked by fallbackToUpstream. Listing one gives its connection settings and
+	// lets it be on a private address.
+	Registries []Registry `json:"registries,omitempty"`
 	Resolve Resolve  `json:"resolve,omitempty"`
 	// PullPolicy is set on every image that ends up pinned by digest. Empty leaves it alone.
 	PullPolicy corev1.PullPolicy `json:"pullPolicy,omitempty"`
@@ -61,16 +65,27 @@ type Mirror struct {
 	// name the same registry.
 	Registry string `json:"registry"`
 	// Mirror is host[:port][/path-prefix]; the image's repository path is appended to it.
-	Mirror string `json:"mirror"`
-	// Insecure allows plain HTTP to the mirror (loopback and development only).
+	Mirror     string `json:"mirror"`
+	Connection `json:",inline"`
+}
+
+// Registry is a registry pullgate resolves against directly, with how to reach it.
+type Registry struct {
+	Host       string `json:"host"`
+	Connection `json:",inline"`
+}
+
+// Connection is how pullgate reaches a registry host.
+type Connection struct {
+	// Insecure means plain HTTP only (loopback and development).
 	Insecure bool `json:"insecure,omitempty"`
-	// CABundle is PEM that the mirror's certificate chains to, in addition to the system roots.
+	// CABundle is PEM that the registry's certificate chains to, in addition to the system roots.
 	CABundle string `json:"caBundle,omitempty"`
 	// CAFile is a path to such a PEM bundle, read when the policy loads.
 	CAFile string `json:"caFile,omitempty"`
 	// CredentialsSecret names a kubernetes.io/dockerconfigjson Secret in pullgate's own namespace.
 	CredentialsSecret string `json:"credentialsSecret,omitempty"`
-	// CredentialsFile is a mounted docker config.json used for this mirror.
+	// CredentialsFile is a mounted docker config.json.
 	CredentialsFile string `json:"credentialsFile,omitempty"`
 }
 
@@ -91,6 +106,10 @@ type Resolve struct {
 	FallbackToUpstream bool `json:"fallbackToUpstream,omitempty"`
 	// UsePodPullSecrets authenticates resolution with the pod's own imagePullSecrets.
 	UsePodPullSecrets bool `json:"usePodPullSecrets,omitempty"`
+	// AllowPrivateUnlisted lets pullgate resolve images on registries that are neither a mirror
+	// nor listed under registries when they are on private, loopback or link-local addresses.
+	// Off by default: otherwise a pod author chooses which in-cluster address pullgate calls.
+	AllowPrivateUnlisted bool `json:"allowPrivateUnlisted,omitempty"`
 }
 
 // Exclude lists what pullgate never touches.

@@ -29,6 +29,7 @@ func (p *Policy) Validate() field.ErrorList {
 	}
 	errs = append(errs, validateMode(field.NewPath("mode"), p.Mode, false)...)
 	errs = append(errs, validateMirrors(field.NewPath("mirrors"), p.Mirrors)...)
+	errs = append(errs, validateRegistries(field.NewPath("registries"), p.Registries, p.Mirrors)...)
 	errs = append(errs, validateResolve(field.NewPath("resolve"), &p.Resolve)...)
 	errs = append(errs, validatePullPolicy(field.NewPath("pullPolicy"), p.PullPolicy)...)
 	errs = append(errs, validateSecrets(field.NewPath("imagePullSecrets"), p.ImagePullSecrets)...)
@@ -99,22 +100,7 @@ func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 		} else if _, err := parseMirror(m.Mirror, m.Insecure); err != nil {
 			errs = append(errs, field.Invalid(p.Child("mirror"), m.Mirror, err.Error()))
 		}
-		if m.CABundle != "" {
-			if !x509.NewCertPool().AppendCertsFromPEM([]byte(m.CABundle)) {
-				errs = append(errs, field.Invalid(p.Child("caBundle"), "<PEM>", "holds no PEM certificate"))
-			}
-			if m.CAFile != "" {
-				errs = append(errs, field.Forbidden(p.Child("caFile"), "set caBundle or caFile, not both"))
-			}
-		}
-		if m.CredentialsSecret != "" {
-			if msgs := validation.IsDNS1123Subdomain(m.CredentialsSecret); len(msgs) > 0 {
-				errs = append(errs, field.Invalid(p.Child("credentialsSecret"), m.CredentialsSecret, strings.Join(msgs, "; ")))
-			}
-			if m.CredentialsFile != "" {
-				errs = append(errs, field.Forbidden(p.Child("credentialsFile"), "set credentialsSecret or credentialsFile, not both"))
-			}
-		}
+		errs = append(errs, validateConnection(p, m.Connection)...)
 	}
 	errs = append(errs, validateSharedHosts(fld, mirrors)...)
 	// A mirror host that is itself a mirrored upstream would be rewritten twice.
@@ -125,6 +111,63 @@ func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 			} else if ok && j == i && mt.Prefix == "" {
 				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, "a registry cannot be its own mirror"))
 			}
+		}
+	}
+	return errs
+}
+
+func validateConnection(p *field.Path, c Connection) field.ErrorList {
+	var errs field.ErrorList
+	if c.CABundle != "" {
+		if !x509.NewCertPool().AppendCertsFromPEM([]byte(c.CABundle)) {
+			errs = append(errs, field.Invalid(p.Child("caBundle"), "<PEM>", "holds no PEM certificate"))
+		}
+		if c.CAFile != "" {
+			errs = append(errs, field.Forbidden(p.Child("caFile"), "set caBundle or caFile, not both"))
+		}
+	}
+	if c.CredentialsSecret != "" {
+		if msgs := validation.IsDNS1123Subdomain(c.CredentialsSecret); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(p.Child("credentialsSecret"), c.CredentialsSecret, strings.Join(msgs, "; ")))
+		}
+		if c.CredentialsFile != "" {
+			errs = append(errs, field.Forbidden(p.Child("credentialsFile"), "set credentialsSecret or credentialsFile, not both"))
+		}
+	}
+	return errs
+}
+
+// validateRegistries: each host once, and never a mirror's host, whose connection settings
+// live on the mirror entry (one host, one connection).
+func validateRegistries(fld *field.Path, regs []Registry, mirrors []Mirror) field.ErrorList {
+	var errs field.ErrorList
+	mirrorHosts := map[string]int{}
+	for i, m := range mirrors {
+		if mt, err := parseMirror(m.Mirror, m.Insecure); err == nil {
+			if _, ok := mirrorHosts[mt.Host]; !ok {
+				mirrorHosts[mt.Host] = i
+			}
+		}
+	}
+	seen := map[string]int{}
+	for i, r := range regs {
+		p := fld.Index(i)
+		errs = append(errs, validateConnection(p, r.Connection)...)
+		if r.Host == "" {
+			errs = append(errs, field.Required(p.Child("host"), "a registry host[:port]"))
+			continue
+		}
+		host, err := parseRegistry(r.Host)
+		if err != nil {
+			errs = append(errs, field.Invalid(p.Child("host"), r.Host, err.Error()))
+			continue
+		}
+		if j, dup := seen[host]; dup {
+			errs = append(errs, field.Duplicate(p.Child("host"), fmt.Sprintf("%s (same registry as registries[%d])", r.Host, j)))
+		}
+		seen[host] = i
+		if j, ok := mirrorHosts[r.Host]; ok {
+			errs = append(errs, field.Invalid(p.Child("host"), r.Host, fmt.Sprintf("is the host of mirrors[%d]; set its connection there", j)))
 		}
 	}
 	return errs
@@ -145,9 +188,7 @@ func validateSharedHosts(fld *field.Path, mirrors []Mirror) field.ErrorList {
 			first[mt.Host] = i
 			continue
 		}
-		o := mirrors[j]
-		if o.Insecure != m.Insecure || o.CABundle != m.CABundle || o.CAFile != m.CAFile ||
-			o.CredentialsSecret != m.CredentialsSecret || o.CredentialsFile != m.CredentialsFile {
+		if mirrors[j].Connection != m.Connection {
 			errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, fmt.Sprintf(
 				"shares host %s with mirrors[%d] but not its insecure, CA and credentials settings; one host has one connection and one set of credentials", mt.Host, j)))
 		}
