@@ -47,7 +47,7 @@ type Policy struct {
 	// and upstreams asked by fallbackToUpstream. Listing one gives its connection settings and
 	// lets it be on a private address.
 	Registries []Registry `json:"registries,omitempty"`
-	Resolve Resolve  `json:"resolve,omitempty"`
+	Resolve    Resolve    `json:"resolve,omitempty"`
 	// PullPolicy is set on every image that ends up pinned by digest. Empty leaves it alone.
 	PullPolicy corev1.PullPolicy `json:"pullPolicy,omitempty"`
 	// ImagePullSecrets are appended to every mutated pod, never replacing what it has.
