@@ -85,8 +85,9 @@ func TestRegistryFaults(t *testing.T) {
 	}, {
 		name:    "10s hang",
 		mirror:  proxied(e2e.Slow),
-		outcome: "timeout", code: "error", reason: "did not answer",
-		why: "every request waits 10s before it is forwarded; pullgate must give up at its 2s budget",
+		outcome: "timeout", reason: "did not answer",
+		why: "every request waits 10s before it is forwarded; pullgate must give up at its 2s budget " +
+			"(no request has completed when the metrics are read, so there is no code to count)",
 	}, {
 		name:    "bad TLS",
 		mirror:  untrustedTLS,
@@ -231,7 +232,9 @@ func admitThroughFault(t *testing.T, f registryFault, addr string, insecure bool
 
 	// The outcome in metrics: the resolution, the registry's answer, what happened to the pod.
 	r.expect(t, resolveCount, e2e.Labels{"registry": addr, "outcome": f.outcome}, "outcome="+f.outcome, atLeast(1))
-	r.expect(t, requestsTotal, e2e.Labels{"registry": addr, "code": f.code}, "code="+f.code, atLeast(1))
+	if f.code != "" {
+		r.expect(t, requestsTotal, e2e.Labels{"registry": addr, "code": f.code}, "code="+f.code, atLeast(1))
+	}
 	if f.pins {
 		r.expect(t, mutations, e2e.Labels{"action": "pin"}, "pin", exactly(1))
 		r.expect(t, unpinnedTotal, nil, "unpinned", exactly(0))

@@ -35,6 +35,7 @@ type Policy struct {
 	Kind             string       `json:"kind"`
 	Mode             string       `json:"mode,omitempty"`
 	Mirrors          []Mirror     `json:"mirrors,omitempty"`
+	Registries       []Registry   `json:"registries,omitempty"`
 	Resolve          *Resolve     `json:"resolve,omitempty"`
 	PullPolicy       string       `json:"pullPolicy,omitempty"`
 	ImagePullSecrets []string     `json:"imagePullSecrets,omitempty"`
@@ -46,6 +47,12 @@ type Policy struct {
 type Mirror struct {
 	Registry string `json:"registry"`
 	Mirror   string `json:"mirror"`
+	Insecure bool   `json:"insecure,omitempty"`
+}
+
+// Registry lists a registry pullgate may resolve against directly, with how to reach it.
+type Registry struct {
+	Host     string `json:"host"`
 	Insecure bool   `json:"insecure,omitempty"`
 }
 
@@ -94,6 +101,8 @@ func (e *Env) DefaultPolicy() Policy {
 		Kind:       "Policy",
 		Mode:       "Enforce",
 		Mirrors:    []Mirror{{Registry: e.Upstream, Mirror: e.Mirror, Insecure: true}},
+		// The upstream is plain HTTP on 127.0.0.1: listed, so fallbackToUpstream may reach it.
+		Registries: []Registry{{Host: e.Upstream, Insecure: true}},
 		Resolve:    &Resolve{Enabled: true, Timeout: "2s", CacheTTL: defaultTTL, OnError: "Keep"},
 		PullPolicy: "IfNotPresent",
 		ImagePullSecrets: []string{
