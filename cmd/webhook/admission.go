@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"runtime/debug"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -39,9 +40,15 @@ type admissionHTTP struct {
 	handler admission.Handler
 	// log is the base of every request's logger; the request's identity is added to it.
 	log logr.Logger
+	// readTimeout bounds reading one body; zero means bodyReadTimeout.
+	readTimeout time.Duration
 }
 
 var _ http.Handler = (*admissionHTTP)(nil)
+
+// bodyReadTimeout bounds reading one review body: far more than a 7 MiB body needs on any
+// network the API server uses, far less than a trickling client would like.
+const bodyReadTimeout = 10 * time.Second
 
 func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -57,6 +64,14 @@ func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, http.StatusBadRequest, fmt.Errorf("contentType=%s, expected application/json", ct))
 		return
 	}
+	// The API server sends a review in one go; a client that trickles its body must not hold a
+	// connection and a handler goroutine for long (the server's own limit is on headers only).
+	// Not every ResponseWriter supports deadlines (httptest's recorder); the limit is best effort.
+	timeout := a.readTimeout
+	if timeout == 0 {
+		timeout = bodyReadTimeout
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
 	body, err := readReview(r.Body, r.ContentLength)
 	if err != nil {
 		code := int32(http.StatusBadRequest)

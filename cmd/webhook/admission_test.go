@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -493,5 +495,34 @@ func BenchmarkAdmission(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestAdmissionTricklingBody: a client that sends headers and then trickles (or withholds) its
+// body gets an error answer once the read deadline passes, instead of holding a connection and a
+// goroutine for as long as it likes.
+func TestAdmissionTricklingBody(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(&admissionHTTP{handler: testHandler(t), log: logr.Discard(), readTimeout: 200 * time.Millisecond})
+	t.Cleanup(srv.Close)
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST /mutate-v1-pod HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"apiVersion\":"); err != nil {
+		t.Fatal(err)
+	}
+	// A generous bound: the deadline is 200ms; without it the read would block until the test's
+	// own timeout.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a withheld body: %v", err)
+	}
+	defer resp.Body.Close()
+	var review admissionv1.AdmissionReview
+	if err := json.NewDecoder(resp.Body).Decode(&review); err != nil || review.Response == nil || review.Response.Allowed || review.Response.Result.Code != http.StatusBadRequest {
+		t.Fatalf("answer %+v, err %v", review.Response, err)
 	}
 }
