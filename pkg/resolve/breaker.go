@@ -102,6 +102,17 @@ func (b *breaker) done(now time.Time, failed bool, threshold int, cooldown time.
 	return 0
 }
 
+// release ends an allowed call that never reached the registry (its address was refused), and
+// so tells nothing of its health: the failure count stays, and a probe that was let through
+// leaves the breaker open with the cooldown over, so that the next call probes instead.
+func (b *breaker) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == halfOpen {
+		b.state = open
+	}
+}
+
 func (b *breaker) idle() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -7,7 +7,15 @@
 // share one registry call. When a registry fails, an expired answer up to Options.MaxStale
 // old is served and marked stale. Each registry has a circuit breaker, every call runs under
 // the caller's deadline with at most one quick retry, and errors wrap one of ErrNotFound,
-// ErrUnauthorized, ErrTimeout, ErrCircuitOpen or ErrRegistry (or context.Canceled).
+// ErrUnauthorized, ErrTimeout, ErrCircuitOpen, ErrRegistry or ErrForbiddenAddress (or
+// context.Canceled).
+//
+// Pod authors pick the registries of their images, so registries the options do not list are
+// reached at public unicast addresses only, checked as each connection opens (after name
+// resolution, for every redirect and token realm too), unless Options.AllowPrivateUnlisted.
+// Listed registries may be private, and so may their token realms and redirect targets when
+// those are their own host or listed too. A refusal is a policy decision: ErrForbiddenAddress,
+// outcome "forbidden", never served stale, never a circuit-breaker failure.
 //
 // A registry listed as Insecure is spoken to over plain HTTP only; every other registry over
 // verified HTTPS only, loopback and private addresses included (go-containerregistry would try

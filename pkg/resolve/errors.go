@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// Sentinels for errors.Is. Every error Resolve returns wraps exactly one of them, or
-// context.Canceled when the caller gave up.
+// Sentinels for errors.Is. Every error Resolve returns wraps exactly one of them or
+// ErrForbiddenAddress, or context.Canceled when the caller gave up.
 var (
 	// ErrNotFound: the registry answered that the tag (or repository) does not exist.
 	ErrNotFound = errors.New("image not found")
@@ -33,6 +33,10 @@ var (
 	ErrCircuitOpen = errors.New("registry circuit open")
 	// ErrRegistry: any other failure: 5xx, 429, connection or TLS errors, an unusable answer.
 	ErrRegistry = errors.New("registry error")
+	// ErrForbiddenAddress: a connection the options do not allow was refused before it was
+	// opened (see Options.AllowPrivateUnlisted and Options.Registries). A policy decision, not
+	// a registry failure: never served stale, never counted by the circuit breaker.
+	ErrForbiddenAddress = errors.New("forbidden address")
 )
 
 // errUnsupported marks an answer that arrived but cannot be pinned (schema 1, a digest that is
@@ -45,12 +49,16 @@ type failure struct {
 	err   error // wraps one sentinel
 	trips bool  // counts against the registry's circuit breaker
 	retry bool  // worth one quick retry
+	// unsent: the registry was not contacted (ErrForbiddenAddress), so the call says nothing
+	// of its health, good or bad.
+	unsent bool
 }
 
 // classify maps what go-containerregistry and net/http return onto the sentinels. ctx is the
 // context the call ran under: once it is done, its error decides, whatever the transport made
-// of it (a ping racing https and http joins its errors without Unwrap).
-func classify(ctx context.Context, ref name.Reference, err error) failure {
+// of it (a ping racing https and http joins its errors without Unwrap). listed is whether ref's
+// registry is listed in the options, for the advice in a refusal.
+func classify(ctx context.Context, ref name.Reference, listed bool, err error) failure {
 	image := ref.String()
 	host := ref.Context().RegistryStr()
 	if cerr := ctx.Err(); cerr != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
@@ -61,6 +69,10 @@ func classify(ctx context.Context, ref name.Reference, err error) failure {
 			return failure{err: fmt.Errorf("resolve %s: %w", image, cerr)}
 		}
 		return failure{err: fmt.Errorf("resolve %s: %w: %s did not answer in time: %w", image, ErrTimeout, host, cerr), trips: true}
+	}
+	if aerr := (*addressError)(nil); errors.As(err, &aerr) {
+		// Refused before anything was sent, whatever came before (a ping, a redirect).
+		return failure{err: &forbidden{msg: fmt.Sprintf("resolve %s: %s: %s", image, ErrForbiddenAddress, forbiddenMessage(host, listed, aerr)), err: err}, unsent: true}
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
@@ -79,6 +91,12 @@ func classify(ctx context.Context, ref name.Reference, err error) failure {
 		default:
 			return failure{err: fmt.Errorf("resolve %s: %w: %s answered %d: %w", image, ErrRegistry, host, code, err)}
 		}
+	}
+	if m := realmRefused.FindStringSubmatch(err.Error()); m != nil {
+		// Not a registry answer (those are transport.Errors, above), so the text is
+		// go-containerregistry's own.
+		msg := fmt.Sprintf("resolve %s: %s: registry %s names a token realm at %s, a private IP address that is not its own host and port; such a realm is refused whatever the policy lists (use the registry's own host and port, or a host name)", image, ErrForbiddenAddress, host, m[1])
+		return failure{err: &forbidden{msg: msg, err: err}, unsent: true}
 	}
 	if errors.Is(err, errUnsupported) {
 		return failure{err: fmt.Errorf("resolve %s: %w: %w", image, ErrRegistry, err)}
@@ -102,6 +120,13 @@ func denied(terr *transport.Error) bool {
 	return terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden ||
 		hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode)
 }
+
+// realmRefused matches go-containerregistry's refusal, with no type of its own, of a token
+// realm (or a redirect of the token request) at a loopback, private, link-local or unspecified
+// IP literal other than the registry's own host:port. It is checked before any request to the
+// realm, whatever the options; pullgate's own check (see route) covers the addresses names
+// resolve to, and the other address classes.
+var realmRefused = regexp.MustCompile(`realm host "([^"]*)" is a private or link-local address`)
 
 // plainHTTPAnswer is net/http's error text, with no type of its own, for an HTTPS request that a
 // plain-HTTP server answered.

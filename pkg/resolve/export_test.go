@@ -1,6 +1,10 @@
 package resolve
 
-import "time"
+import (
+	"crypto/x509"
+	"net/netip"
+	"time"
+)
 
 // SetSessionClock replaces the real-time clock that expires r's registry sessions, for tests
 // that cannot wait minutes. Call it before r is used.
@@ -8,3 +12,17 @@ func SetSessionClock(r *Resolver, now func() time.Time) {
 	r.sessions.rts.now = now
 	r.sessions.challenges.now = now
 }
+
+// NewForTest is New with check in place of the classification of the addresses that guarded
+// connections may reach (it returns "" to allow one, or why not), so that a loopback test
+// server can play a public one; and with roots, when not nil, in place of the system's, so that
+// a test registry can be trusted without being listed with a CA bundle.
+func NewForTest(opts Options, check func(netip.AddrPort) string, roots *x509.CertPool) (*Resolver, error) {
+	if check == nil {
+		check = publicOnly
+	}
+	return newResolver(opts, check, roots)
+}
+
+// AddressClass is why ip is not a public unicast address, or "" when it is one.
+func AddressClass(ip netip.Addr) string { return addressClass(ip) }

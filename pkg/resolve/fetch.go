@@ -80,6 +80,15 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		return "", fmt.Errorf("resolve %s: %w: %s failed %d calls in a row and is left alone until %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
 	}
 	digest, f := r.attempt(ctx, cfg, ref, pod, do)
+	if f.unsent {
+		br.release()
+		// The error says what to list; the log has the chain, with the address refused.
+		var ferr *forbidden
+		if errors.As(f.err, &ferr) {
+			logr.FromContextOrDiscard(ctx).V(1).Info("registry address refused", "registry", host, "error", ferr.err.Error())
+		}
+		return "", f.err
+	}
 	switch br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown) {
 	case 1:
 		r.metrics.circuitOpen.WithLabelValues(br.label).Inc()
@@ -93,6 +102,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 
 func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, do op) (string, failure) {
 	reg := cfg.registry(ref.Context().RegistryStr())
+	_, listed := cfg.registries[ref.Context().RegistryStr()]
 	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), pod)
 	if err != nil {
 		return "", failure{err: fmt.Errorf("resolve %s: %w: credentials for %s: %w", ref, ErrUnauthorized, ref.Context().RegistryStr(), err)}
@@ -104,7 +114,7 @@ func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference,
 		if err == nil {
 			return digest, failure{}
 		}
-		f := classify(ctx, ref, redact(err, auth))
+		f := classify(ctx, ref, listed, redact(err, auth))
 		if retried || !f.retry || !timeLeft(ctx, time.Since(start)) {
 			return "", f
 		}
@@ -112,7 +122,7 @@ func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference,
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return "", classify(ctx, ref, ctx.Err())
+			return "", classify(ctx, ref, listed, ctx.Err())
 		case <-t.C:
 		}
 	}

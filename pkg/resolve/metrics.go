@@ -22,6 +22,7 @@ const (
 	outcomeTimeout      = "timeout"      //
 	outcomeCircuitOpen  = "circuit_open" //
 	outcomeCanceled     = "canceled"     //
+	outcomeForbidden    = "forbidden"    // ErrForbiddenAddress: refused by policy, nothing sent
 	outcomeError        = "error"        // ErrRegistry
 )
 
@@ -54,7 +55,7 @@ func sharedMetrics() *metrics {
 			}, []string{"result"}),
 			requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "pullgate_registry_requests_total",
-				Help: "HTTP requests sent to registries, by host, method and status code (\"error\" when no response).",
+				Help: "HTTP requests to registries, by host, method and status code (\"error\" when no response, \"forbidden\" when refused before sending: an address the policy does not allow).",
 			}, []string{"registry", "method", "code"}),
 			circuitOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 				Name: "pullgate_registry_circuit_open",

@@ -13,13 +13,14 @@ import (
 
 // Requests, outcomes and cache results are counted, labelled by listed registry host; hosts
 // not listed share "other". (The unlisted registry serves plain HTTP, which a host not listed
-// as insecure does not get: its resolution fails, and is counted all the same.)
+// as insecure does not get: its resolution fails, and is counted all the same. It is on
+// loopback, which takes AllowPrivateUnlisted to reach at all.)
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	listed, unlisted := newRegistry(t), newRegistry(t)
 	listed.push(t, "app:v1")
 	unlisted.push(t, "app:v1")
-	r := newResolver(t, newClock(), resolve.Options{}, listed) // unlisted is not in Registries
+	r := newResolver(t, newClock(), resolve.Options{AllowPrivateUnlisted: true}, listed) // unlisted is not in Registries
 	hitsBefore := gauge(t, "pullgate_resolve_cache_total", prometheus.Labels{"result": "hit"})
 	otherBefore := gauge(t, "pullgate_resolve_duration_seconds", prometheus.Labels{"registry": "other", "outcome": "error"})
 	otherRequestsBefore := gauge(t, "pullgate_registry_requests_total", prometheus.Labels{"registry": "other", "method": http.MethodGet, "code": "error"})

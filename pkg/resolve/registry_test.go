@@ -75,6 +75,19 @@ func withTLS(tr *testRegistry, srv *httptest.Server) {
 	}}
 }
 
+// onIPv6Loopback serves on [::1] instead of 127.0.0.1. Where the host has no IPv6 loopback the
+// test is skipped: that is the machine's limit, not a failure of the code under test.
+func onIPv6Loopback(t testing.TB) func(*testRegistry, *httptest.Server) {
+	return func(_ *testRegistry, srv *httptest.Server) {
+		_ = srv.Listener.Close()
+		l, err := net.Listen("tcp", "[::1]:0")
+		if err != nil {
+			t.Skipf("no IPv6 loopback here: %v", err)
+		}
+		srv.Listener = l
+	}
+}
+
 func newRegistry(t testing.TB, opts ...func(*testRegistry, *httptest.Server)) *testRegistry {
 	t.Helper()
 	tr := &testRegistry{done: make(chan struct{}), counts: map[string]int{}, requests: map[string]int{}}
@@ -95,12 +108,12 @@ func newRegistry(t testing.TB, opts ...func(*testRegistry, *httptest.Server)) *t
 		reg.ServeHTTP(w, r)
 	})
 	srv := httptest.NewUnstartedServer(h)
-	srv.Listener = &sniffListener{Listener: srv.Listener, tls: &tr.tlsConns, plain: &tr.plainConns}
 	// The bad-TLS tests make handshakes fail on purpose; their log lines are noise.
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	for _, o := range opts {
 		o(tr, srv)
 	}
+	srv.Listener = &sniffListener{Listener: srv.Listener, tls: &tr.tlsConns, plain: &tr.plainConns}
 	if srv.TLS != nil {
 		srv.StartTLS()
 	} else {

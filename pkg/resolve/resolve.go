@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -46,9 +47,33 @@ type Options struct {
 
 	// Registries is keyed by registry host as name.Registry.RegistryStr() spells it
 	// ("127.0.0.1:5000", "index.docker.io"; "docker.io" is folded into the latter). Hosts not
-	// listed are reached anonymously (or through Keychain) over verified TLS only, loopback
-	// and private addresses included, and share the metric label "other".
+	// listed are reached anonymously (or through Keychain) over verified TLS only, at public
+	// addresses only (see AllowPrivateUnlisted), and share the metric label "other".
+	//
+	// A listed registry may be at any address, and so may a token realm or redirect target it
+	// names if that is its own host or another listed one (hosts compared in lower case, ports
+	// 80 and 443 left out: "harbor.example.com" covers https://harbor.example.com:443/service/token,
+	// "10.0.0.5:5000" covers port 5000 only). Any other host it sends pullgate to must be at a
+	// public address: a registry's challenge does not get to pick a private address to fetch a
+	// token from. A self-hosted token service on another private host (GitLab's
+	// gitlab.example.com for registry.example.com) is listed too. go-containerregistry adds a
+	// rule of its own, whatever the options: a token realm written as a loopback, private,
+	// link-local or unspecified IP literal must be the registry's own host:port exactly.
 	Registries map[string]Registry
+
+	// AllowPrivateUnlisted lets pullgate connect to hosts not listed in Registries (including
+	// the token realms and redirects of listed ones) at any address. Its zero value, the
+	// default, allows public unicast addresses only: not loopback, private (RFC 1918), shared
+	// (100.64.0.0/10), link-local (169.254.169.254 included), unique-local or site-local IPv6,
+	// unspecified, multicast or reserved addresses, nor IPv4-mapped or NAT64 forms of those.
+	// Pod authors choose image registries; without this guard any of them could make pullgate
+	// send requests to addresses inside the cluster network and read the answers in warnings.
+	// The address is checked as each connection is opened, after name resolution, so a name
+	// that resolves or rebinds to a private address is refused too. Guarded requests never go
+	// through an HTTP(S)_PROXY from the environment (the proxy, not pullgate, would choose the
+	// address): behind such a proxy, list the registries pods pull from. A refused request
+	// fails with ErrForbiddenAddress.
+	AllowPrivateUnlisted bool
 
 	// Keychain, if set, supplies credentials for registries whose Registry.Auth is nil (for
 	// example KeychainFromDockerConfigJSON over a mounted file). Its answers are cached with no
@@ -107,16 +132,17 @@ type Resolver struct {
 	sessions   *sessions
 	epoch      atomic.Uint64 // numbers credentials that have no identity of their own
 	metrics    *metrics
-	count      func(*http.Request, *http.Response)
+	count      countFunc
 }
 
 // config is Options compiled; immutable once stored.
 type config struct {
 	cacheTTL, maxStale, negativeTTL, timeout, cooldown time.Duration
 	size, failures                                     int
-	fallback, noStale                                  bool
+	fallback, noStale, allowPrivate                    bool
 	registries                                         map[string]registry
-	anonymous                                          registry // for hosts not listed
+	listed                                             map[string]bool // hostKey of every listed host
+	anonymous                                          registry        // for hosts not listed
 	keychain                                           authn.Keychain
 	podSecrets                                         PodSecrets
 	now                                                func() time.Time
@@ -128,7 +154,9 @@ type registry struct {
 	insecure     bool
 	auth         authn.Authenticator
 	credentialID string
-	transport    http.RoundTripper
+	// transport and guarded are the open and guarded transports for the registry's TLS
+	// settings; route picks one per request.
+	transport, guarded http.RoundTripper
 	// sessionTag is the part of a session key that changes with the connection settings a
 	// handshake depends on, scheme and CA bundle; authID identifies auth (see sessionKey).
 	sessionTag string
@@ -137,7 +165,14 @@ type registry struct {
 
 // New returns a Resolver with an empty cache.
 func New(opts Options) (*Resolver, error) {
+	return newResolver(opts, publicOnly, nil)
+}
+
+// newResolver is New with the address check of guarded connections and the roots that stand in
+// for the system's (nil: the system's), which tests replace.
+func newResolver(opts Options, check addressCheck, roots *x509.CertPool) (*Resolver, error) {
 	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions()}
+	r.transports.check, r.transports.proxy, r.transports.roots = check, http.ProxyFromEnvironment, roots
 	r.count = requestCounter(r.metrics.requests, r.label) //nolint:bodyclose // a hook that reads status codes; it owns no body
 	cfg, err := r.compile(opts)
 	if err != nil {
@@ -190,19 +225,21 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 		return n
 	}
 	cfg := &config{
-		cacheTTL:    duration("cacheTTL", opts.CacheTTL, DefaultCacheTTL),
-		maxStale:    duration("maxStale", opts.MaxStale, DefaultMaxStale),
-		noStale:     opts.NoStale,
-		negativeTTL: duration("negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
-		timeout:     duration("timeout", opts.Timeout, DefaultTimeout),
-		cooldown:    duration("breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
-		size:        count("cacheSize", opts.CacheSize, DefaultCacheSize),
-		failures:    count("breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
-		fallback:    opts.FallbackToUpstream,
-		registries:  make(map[string]registry, len(opts.Registries)),
-		keychain:    opts.Keychain,
-		podSecrets:  opts.PodSecrets,
-		now:         opts.Now,
+		cacheTTL:     duration("cacheTTL", opts.CacheTTL, DefaultCacheTTL),
+		maxStale:     duration("maxStale", opts.MaxStale, DefaultMaxStale),
+		noStale:      opts.NoStale,
+		negativeTTL:  duration("negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
+		timeout:      duration("timeout", opts.Timeout, DefaultTimeout),
+		cooldown:     duration("breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
+		size:         count("cacheSize", opts.CacheSize, DefaultCacheSize),
+		failures:     count("breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
+		fallback:     opts.FallbackToUpstream,
+		allowPrivate: opts.AllowPrivateUnlisted,
+		registries:   make(map[string]registry, len(opts.Registries)),
+		listed:       make(map[string]bool, len(opts.Registries)),
+		keychain:     opts.Keychain,
+		podSecrets:   opts.PodSecrets,
+		now:          opts.Now,
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
@@ -210,11 +247,11 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 	// A keychain has no identity of its own to compare across reloads: sessions made with its
 	// credentials last one configuration.
 	cfg.keychainID = fmt.Sprintf("keychain@%d", r.epoch.Add(1))
-	rt, err := r.transports.get(nil, r.count)
+	rt, grt, err := r.transports.get(nil, r.count)
 	if err != nil {
 		return nil, err
 	}
-	cfg.anonymous = registry{transport: rt, sessionTag: sessionTag(false, nil)}
+	cfg.anonymous = registry{transport: rt, guarded: grt, sessionTag: sessionTag(false, nil)}
 	cfg.bundles = [][]byte{nil}
 	for key, reg := range opts.Registries {
 		nr, err := name.NewRegistry(key)
@@ -227,7 +264,7 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 			errs = append(errs, fmt.Errorf("registries[%q]: %s is listed twice", key, host))
 			continue
 		}
-		rt, err := r.transports.get(reg.CABundle, r.count)
+		rt, grt, err := r.transports.get(reg.CABundle, r.count)
 		if err != nil {
 			errs = append(errs, bundleError(host, err))
 			continue
@@ -239,9 +276,10 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 			authID = fmt.Sprintf("registry@%d", r.epoch.Add(1))
 		}
 		cfg.registries[host] = registry{
-			insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt,
+			insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt, guarded: grt,
 			sessionTag: sessionTag(reg.Insecure, reg.CABundle), authID: authID,
 		}
+		cfg.listed[hostKey(host)] = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("resolver options: %w", err)
@@ -385,6 +423,8 @@ func outcomeOf(err error) string {
 		return outcomeCircuitOpen
 	case errors.Is(err, context.Canceled):
 		return outcomeCanceled
+	case errors.Is(err, ErrForbiddenAddress):
+		return outcomeForbidden
 	default:
 		return outcomeError
 	}

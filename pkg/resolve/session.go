@@ -116,7 +116,9 @@ func challengeKey(reg registry, host name.Registry) string {
 // comes with how long it may be reused.
 func (r *Resolver) handshake(ctx context.Context, reg registry, auth authn.Authenticator, repo name.Repository) (http.RoundTripper, time.Duration, error) {
 	host := repo.RegistryStr()
-	scheme, rt := "http", reg.transport
+	// Every request of the session, token realm and redirects included, goes through route,
+	// which holds hosts the policy does not list to public addresses.
+	scheme, rt := "http", http.RoundTripper(&route{r: r, registry: hostKey(host), open: reg.transport, guarded: reg.guarded})
 	if !reg.insecure {
 		scheme, rt = "https", &httpsOnly{host: host, inner: rt}
 	}

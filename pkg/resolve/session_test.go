@@ -374,6 +374,8 @@ func TestSecureRegistryHTTPSOnly(t *testing.T) {
 			opts := resolve.Options{BreakerFailures: 2, BreakerCooldown: time.Hour, Registries: map[string]resolve.Registry{}}
 			if tt.listed {
 				opts.Registries[reg.host] = resolve.Registry{} // system roots, not insecure
+			} else {
+				opts.AllowPrivateUnlisted = true // loopback, unlisted: reachable only with this
 			}
 			r := newResolver(t, newClock(), opts)
 			tlsBefore, plainBefore := reg.tlsConns.Load(), reg.plainConns.Load()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -15,41 +16,63 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// transports holds one immutable *http.Transport per TLS configuration (system roots, or
-// system roots plus one CA bundle), each wrapped once in the request counter. Registries with
-// the same bundle share connections; nothing is cloned per call. Entries survive Configure
-// while some registry still uses them.
+// transports holds, per TLS configuration (system roots, or system roots plus one CA bundle),
+// two immutable *http.Transports, each wrapped once in the request counter: the open one, and
+// its guarded twin, which connects to public addresses only and never through a proxy (see
+// route). Registries with the same bundle share connections; nothing is cloned per call. The
+// twins have separate connection pools, so a connection the open one made to a private address
+// is never lent to a guarded request. Entries survive Configure while some registry still uses
+// them.
 type transports struct {
+	// check, proxy and roots are set once, before the first get: the address check of guarded
+	// transports, the proxy function of open ones (http.ProxyFromEnvironment), and the roots
+	// that stand in for the system's (nil: the system's; tests replace them).
+	check addressCheck
+	proxy func(*http.Request) (*url.URL, error)
+	roots *x509.CertPool
+
 	mu sync.Mutex
-	m  map[[sha256.Size]byte]http.RoundTripper
+	m  map[[sha256.Size]byte]transportPair
 }
 
-// get returns the round tripper for a CA bundle, building it on first use.
-func (t *transports) get(bundle []byte, count func(*http.Request, *http.Response)) (http.RoundTripper, error) {
+type transportPair struct {
+	open, guarded *counting
+}
+
+// get returns the round trippers for a CA bundle, building them on first use.
+func (t *transports) get(bundle []byte, count countFunc) (open, guarded http.RoundTripper, err error) {
 	key := sha256.Sum256(bundle)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if rt, ok := t.m[key]; ok {
-		return rt, nil
+	if p, ok := t.m[key]; ok {
+		return p.open, p.guarded, nil
 	}
-	var roots *x509.CertPool
+	roots := t.roots
 	if len(bundle) > 0 {
 		pool, err := x509.SystemCertPool()
+		if t.roots != nil {
+			pool, err = t.roots.Clone(), nil
+		}
 		if err != nil {
 			// No system roots (a scratch image without certs): the bundle alone.
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(bundle) {
-			return nil, errors.New("no PEM certificate in the CA bundle")
+			return nil, nil, errors.New("no PEM certificate in the CA bundle")
 		}
 		roots = pool
 	}
-	rt := &counting{inner: newHTTPTransport(roots), count: count}
+	dialer := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	ot := newHTTPTransport(roots)
+	ot.Proxy, ot.DialContext = t.proxy, dialer.DialContext
+	gt := newHTTPTransport(roots)
+	gt.Proxy, gt.DialContext = refuseProxy(t.proxy), guardedDial(dialer, t.check)
+	p := transportPair{open: &counting{inner: ot, count: count}, guarded: &counting{inner: gt, count: count}}
 	if t.m == nil {
-		t.m = make(map[[sha256.Size]byte]http.RoundTripper)
+		t.m = make(map[[sha256.Size]byte]transportPair)
 	}
-	t.m[key] = rt
-	return rt, nil
+	t.m[key] = p
+	return p.open, p.guarded, nil
 }
 
 // keep drops the transports whose bundle no registry uses any more, closing their idle
@@ -61,24 +84,21 @@ func (t *transports) keep(bundles [][]byte) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for k, rt := range t.m {
+	for k, p := range t.m {
 		if !used[k] {
-			rt.(*counting).inner.CloseIdleConnections()
+			p.open.inner.CloseIdleConnections()
+			p.guarded.inner.CloseIdleConnections()
 			delete(t.m, k)
 		}
 	}
 }
 
 // newHTTPTransport is go-containerregistry's DefaultTransport with shorter connection set-up
-// timeouts. The caller's deadline bounds each request as a whole; these only stop one slow
-// dial or handshake from eating all of it.
+// timeouts, less its proxy and dialer, which get sets. The caller's deadline bounds each
+// request as a whole; the dialer's and handshake's timeouts only stop one slow dial or
+// handshake from eating all of it.
 func newHTTPTransport(roots *x509.CertPool) *http.Transport {
 	return &http.Transport{
-		Proxy: http.ProxyFromEnvironment,
-		DialContext: (&net.Dialer{
-			Timeout:   5 * time.Second,
-			KeepAlive: 30 * time.Second,
-		}).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          100,
@@ -93,22 +113,29 @@ func newHTTPTransport(roots *x509.CertPool) *http.Transport {
 // included.
 type counting struct {
 	inner *http.Transport
-	count func(*http.Request, *http.Response)
+	count countFunc
 }
+
+// countFunc records one request and what came of it.
+type countFunc func(*http.Request, *http.Response, error)
 
 func (c *counting) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := c.inner.RoundTrip(req)
-	c.count(req, resp)
+	c.count(req, resp, err)
 	return resp, err
 }
 
 // requestCounter returns the count hook for the transports: label by registry host (or
-// "other"), method and status code.
-func requestCounter(vec *prometheus.CounterVec, label func(host string) string) func(*http.Request, *http.Response) {
-	return func(req *http.Request, resp *http.Response) {
+// "other"), method and status code, "error" when there was no answer and "forbidden" when the
+// request was refused before it left (see ErrForbiddenAddress).
+func requestCounter(vec *prometheus.CounterVec, label func(host string) string) countFunc {
+	return func(req *http.Request, resp *http.Response, err error) {
 		code := "error"
-		if resp != nil {
+		switch {
+		case resp != nil:
 			code = strconv.Itoa(resp.StatusCode)
+		case errors.Is(err, ErrForbiddenAddress):
+			code = "forbidden"
 		}
 		vec.WithLabelValues(label(req.URL.Host), req.Method, code).Inc()
 	}
