@@ -173,3 +173,35 @@ func TestBreakerRelease(t *testing.T) {
 		t.Errorf("good probe: gauge delta %d, want -1", d)
 	}
 }
+
+// What a pod author reads: which host, why, and what to list. The address a name resolved to
+// is not in it.
+func TestForbiddenMessage(t *testing.T) {
+	t.Parallel()
+	at := func(host, addr string) *addressError {
+		a := netip.MustParseAddr(addr)
+		return &addressError{host: host, addr: netip.AddrPortFrom(a, 443), class: addressClass(a)}
+	}
+	tests := []struct {
+		registry string
+		listed   bool
+		aerr     *addressError
+		want     string
+	}{
+		{"10.0.0.5:8080", false, at("10.0.0.5:8080", "10.0.0.5"),
+			"registry 10.0.0.5:8080 resolves to a private address; list it in the policy to resolve against it"},
+		{"169.254.169.254", false, at("169.254.169.254:443", "169.254.169.254"),
+			"registry 169.254.169.254 resolves to a link-local address; list it in the policy to resolve against it"},
+		{"Registry.Example.com", false, at("registry.example.com:443", "10.1.2.3"),
+			"registry Registry.Example.com resolves to a private address; list it in the policy to resolve against it"},
+		{"evil.example.com", false, at("metadata.internal:80", "169.254.169.254"),
+			"registry evil.example.com sent pullgate to metadata.internal (a token realm or a redirect), which resolves to a link-local address; list both evil.example.com and metadata.internal in the policy to allow it"},
+		{"registry.example.com", true, at("gitlab.example.com:443", "10.1.2.4"),
+			"registry registry.example.com sent pullgate to gitlab.example.com (a token realm or a redirect), which resolves to a private address; list gitlab.example.com in the policy to allow it"},
+	}
+	for _, tt := range tests {
+		if got := forbiddenMessage(tt.registry, tt.listed, tt.aerr); got != tt.want {
+			t.Errorf("forbiddenMessage(%s, %v, %v):\n  %s\nwant\n  %s", tt.registry, tt.listed, tt.aerr, got, tt.want)
+		}
+	}
+}
