@@ -80,7 +80,9 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		MaxStale:           p.Resolve.MaxStale.Duration,
 		NoStale:            p.Resolve.MaxStale.Duration == 0,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
-		Registries:         map[string]resolve.Registry{},
+		// Unlisted registries are chosen by pod authors: public addresses only, unless allowed.
+		AllowPrivateUnlisted: p.Resolve.AllowPrivateUnlisted,
+		Registries:           map[string]resolve.Registry{},
 	}
 	var errs []error
 	add := func(kind, host string, conn policy.Connection) {
