@@ -453,7 +453,7 @@ func checkRBAC(t *testing.T, r rendered) {
 	}
 
 	var secrets []string
-	for _, m := range r.list(t, "policy.mirrors") {
+	for _, m := range append(r.list(t, "policy.mirrors"), r.list(t, "policy.registries")...) {
 		if s, _ := m.(map[string]any)["credentialsSecret"].(string); s != "" && !slices.Contains(secrets, s) {
 			secrets = append(secrets, s)
 		}

@@ -66,7 +66,7 @@ Sorted, de-duplicated names of the mirror credential Secrets the webhook may rea
 */}}
 {{- define "pullgate.credentialSecrets" -}}
 {{- $names := list }}
-{{- range .Values.policy.mirrors }}
+{{- range concat (.Values.policy.mirrors | default list) (.Values.policy.registries | default list) }}
 {{- if .credentialsSecret }}{{ $names = append $names .credentialsSecret }}{{ end }}
 {{- end }}
 {{- $names | uniq | sortAlpha | toJson }}
