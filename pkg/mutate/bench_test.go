@@ -12,10 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -148,17 +145,7 @@ func newBenchRegistry(b *testing.B) *benchRegistry {
 
 func (r *benchRegistry) push(b *testing.B, repoTag string) {
 	b.Helper()
-	ref, err := name.NewTag(r.host+"/"+repoTag, name.Insecure)
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := random.Image(256, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		b.Fatal(err)
-	}
+	pushImage(b, r.host, repoTag)
 }
 
 func benchRequest(b *testing.B, raw []byte) admission.Request {

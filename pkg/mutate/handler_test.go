@@ -72,20 +72,26 @@ func newTestRegistry(t *testing.T) *testRegistry {
 // push writes a random image at repo:tag and returns its digest.
 func (r *testRegistry) push(t *testing.T, repoTag string) string {
 	t.Helper()
-	ref, err := name.NewTag(r.host + "/" + repoTag)
+	return pushImage(t, r.host, repoTag)
+}
+
+// pushImage writes a small random image to host/repoTag (plain HTTP) and returns its digest.
+func pushImage(tb testing.TB, host, repoTag string) string {
+	tb.Helper()
+	ref, err := name.NewTag(host+"/"+repoTag, name.Insecure)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	img, err := random.Image(256, 1)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	d, err := img.Digest()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return d.String()
 }

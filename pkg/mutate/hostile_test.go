@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -108,21 +105,7 @@ func newPeakRegistry(t *testing.T) *peakRegistry {
 // still pins the image the mirror has, summarises its warnings, and its patch applies.
 func TestHostileManyContainers(t *testing.T) {
 	reg := newPeakRegistry(t)
-	ref, err := name.NewTag(reg.host + "/hub/library/nginx:1.27")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := random.Image(256, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	digest := pushImage(t, reg.host, "hub/library/nginx:1.27")
 	const budget = time.Second
 	pol, err := policy.Check([]byte(fmt.Sprintf(`apiVersion: pullgate.dev/v1alpha1
 kind: Policy
@@ -167,7 +150,7 @@ resolve: {timeout: %s}
 		if !strings.HasPrefix(c.Image, reg.host+"/hub/library/nginx:") {
 			t.Fatalf("container %d not moved to the mirror: %s", i, c.Image)
 		}
-		if i < 10 && c.Image != reg.host+"/hub/library/nginx:1.27@"+digest.String() {
+		if i < 10 && c.Image != reg.host+"/hub/library/nginx:1.27@"+digest {
 			t.Errorf("container %d: %s, want pinned to %s", i, c.Image, digest)
 		}
 	}
