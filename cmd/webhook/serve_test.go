@@ -164,7 +164,7 @@ func (s *server) post(t *testing.T, body []byte) (*admissionv1.AdmissionResponse
 	return review.Response, resp.StatusCode
 }
 
-func reviewJSON(t *testing.T) []byte {
+func reviewJSON(t testing.TB) []byte {
 	t.Helper()
 	j, err := yaml.YAMLToJSON([]byte(reviewYAML))
 	if err != nil {

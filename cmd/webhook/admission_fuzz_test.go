@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// lastRequest remembers the request the adapter handed to the handler.
+type lastRequest struct {
+	mu  sync.Mutex
+	h   admission.Handler
+	req *admission.Request
+}
+
+func (l *lastRequest) Handle(ctx context.Context, req admission.Request) admission.Response {
+	l.mu.Lock()
+	l.req = &req
+	l.mu.Unlock()
+	return l.h.Handle(ctx, req)
+}
+
+// FuzzAdmissionHTTP drives arbitrary bytes through the HTTP adapter the server really uses (the
+// entry point for whatever reaches port 9443) and pullgate's handler: it always answers with an
+// AdmissionReview, never panics, and any patch applies to the object it was given, leaves a Pod
+// that still decodes, and is not patched again on reinvocation.
+func FuzzAdmissionHTTP(f *testing.F) {
+	f.Add(reviewJSON(f))
+	// The handler fuzzer's corpus covers every operation, subresource and the garbage it found.
+	seeds, _ := filepath.Glob("../../pkg/mutate/testdata/fuzz/FuzzHandler/*")
+	if len(seeds) == 0 {
+		f.Fatal("the FuzzHandler corpus is missing")
+	}
+	for _, s := range seeds {
+		if data, err := os.ReadFile(s); err == nil {
+			if v, ok := corpusValue(data); ok {
+				f.Add(v)
+			}
+		}
+	}
+	pol, err := policy.Check([]byte(offlinePolicy))
+	if err != nil {
+		f.Fatal(err)
+	}
+	last := &lastRequest{h: mutate.NewHandler(mutate.Handler{Policy: staticPolicy{pol}, OwnNamespace: "pullgate"})}
+	a := &admissionHTTP{handler: last, log: logr.Discard()}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		last.req = nil
+		resp := post(t, a, body)
+		if len(resp.Patch) == 0 {
+			return
+		}
+		if !resp.Allowed || last.req == nil || resp.PatchType == nil || *resp.PatchType != admissionv1.PatchTypeJSONPatch {
+			t.Fatalf("patch without an allowed, decoded request and its type: %+v", resp)
+		}
+		patch, err := jsonpatch.DecodePatch(resp.Patch)
+		if err != nil {
+			t.Fatalf("patch %s: %v", resp.Patch, err)
+		}
+		patched, err := patch.Apply(last.req.Object.Raw)
+		if err != nil {
+			t.Fatalf("patch does not apply: %v\npatch %s\nobject %s", err, resp.Patch, last.req.Object.Raw)
+		}
+		// Only a Pod the API server could have sent must stay one; pullgate reads just the image
+		// fields, so an object broken elsewhere (a number out of range) is patched as given.
+		if json.Unmarshal(last.req.Object.Raw, &corev1.Pod{}) == nil {
+			if err := json.Unmarshal(patched, &corev1.Pod{}); err != nil {
+				t.Fatalf("patched object is no longer a Pod: %v", err)
+			}
+		}
+		req := *last.req
+		req.Object.Raw = patched
+		if again := last.h.Handle(context.Background(), req); len(again.Patches) != 0 {
+			t.Fatalf("own output patched again: %+v", again.Patches)
+		}
+	})
+}
+
+func post(t *testing.T, h http.Handler, body []byte) admissionv1.AdmissionResponse {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &review); err != nil || review.Response == nil {
+		t.Fatalf("answer is not an AdmissionReview (%v): %q", err, rec.Body.String())
+	}
+	return *review.Response
+}
+
+// corpusValue reads a one-value []byte corpus file ("go test fuzz v1").
+func corpusValue(data []byte) ([]byte, bool) {
+	const prefix = "go test fuzz v1\n[]byte("
+	s := string(bytes.TrimSpace(data))
+	if len(s) < len(prefix)+1 || s[:len(prefix)] != prefix || s[len(s)-1] != ')' {
+		return nil, false
+	}
+	v, err := strconv.Unquote(s[len(prefix) : len(s)-1])
+	if err != nil {
+		return nil, false
+	}
+	return []byte(v), true
+}
