@@ -1,0 +1,96 @@
+package chart
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// TestSchemaCoversPolicy: values.schema.json's policy part is written by hand and forbids
+// unknown keys, so every field pkg/policy accepts must be in it (or chart users could not set
+// it), and it must name no field pkg/policy would reject. apiVersion and kind are the chart's.
+func TestSchemaCoversPolicy(t *testing.T) {
+	t.Parallel()
+	dir, err := Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	pol := dig(t, schema, "properties", "policy")
+	compare(t, "policy", reflect.TypeFor[policy.Policy](), pol, map[string]bool{"apiVersion": true, "kind": true})
+}
+
+// compare walks a Go struct type and a JSON schema object side by side.
+func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, skip map[string]bool) {
+	t.Helper()
+	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
+		typ = typ.Elem()
+		if items, ok := node["items"].(map[string]any); ok {
+			node = items
+		}
+	}
+	if typ.Kind() != reflect.Struct || typ.PkgPath() != reflect.TypeFor[policy.Policy]().PkgPath() {
+		return // a leaf, or a Kubernetes type (label selector, duration) the schema treats whole
+	}
+	props, _ := node["properties"].(map[string]any)
+	fields := jsonFields(typ)
+	for name, ft := range fields {
+		if skip[name] {
+			continue
+		}
+		sub, ok := props[name].(map[string]any)
+		if !ok {
+			t.Errorf("values.schema.json lacks %s.%s, which the policy accepts", path, name)
+			continue
+		}
+		compare(t, path+"."+name, ft, sub, nil)
+	}
+	for name := range props {
+		if _, ok := fields[name]; !ok {
+			t.Errorf("values.schema.json allows %s.%s, which the policy rejects", path, name)
+		}
+	}
+}
+
+// jsonFields lists a struct's JSON field names, with inline (embedded) structs flattened.
+func jsonFields(typ reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" {
+			for k, v := range jsonFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name != "" && name != "-" {
+			out[name] = f.Type
+		}
+	}
+	return out
+}
+
+func dig(t *testing.T, m map[string]any, keys ...string) map[string]any {
+	t.Helper()
+	for _, k := range keys {
+		next, ok := m[k].(map[string]any)
+		if !ok {
+			t.Fatalf("values.schema.json has no %s", strings.Join(keys, "."))
+		}
+		m = next
+	}
+	return m
+}
