@@ -14,13 +14,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/internal/podfixture"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
@@ -163,66 +161,11 @@ func benchRequest(b *testing.B, raw []byte) admission.Request {
 // benchPodJSON is a defaulted Deployment pod with n containers on docker.io/library/repo:v<i>.
 func benchPodJSON(b *testing.B, n int, repo string) []byte {
 	b.Helper()
-	seconds := int64(300)
-	pod := corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			GenerateName: "web-7d4b9c8f6-",
-			Namespace:    "apps",
-			Labels:       map[string]string{"app.kubernetes.io/name": "web", "pod-template-hash": "7d4b9c8f6"},
-			Annotations:  map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d4b9c8f6",
-				UID: "6f1e0c55-2b0a-4a53-9d1c-0b8f4f1d2c3e", Controller: new(true), BlockOwnerDeletion: new(true),
-			}},
-		},
-		Spec: corev1.PodSpec{
-			Volumes: []corev1.Volume{{Name: "kube-api-access-x7k2p", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-				Sources: []corev1.VolumeProjection{
-					{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: new(int64(3607))}},
-					{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"}, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
-				},
-				DefaultMode: new(int32(420)),
-			}}}},
-			RestartPolicy:                 corev1.RestartPolicyAlways,
-			TerminationGracePeriodSeconds: new(int64(30)),
-			DNSPolicy:                     corev1.DNSClusterFirst,
-			ServiceAccountName:            "default",
-			SecurityContext:               &corev1.PodSecurityContext{},
-			SchedulerName:                 corev1.DefaultSchedulerName,
-			Tolerations: []corev1.Toleration{
-				{Key: "node.kubernetes.io/not-ready", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &seconds},
-				{Key: "node.kubernetes.io/unreachable", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: &seconds},
-			},
-			Priority:           new(int32(0)),
-			EnableServiceLinks: new(true),
-			PreemptionPolicy:   new(corev1.PreemptLowerPriority),
-		},
+	images := make([]string, n)
+	for i := range images {
+		images[i] = fmt.Sprintf("%s:v%d", repo, i)
 	}
-	for i := range n {
-		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
-			Name:  fmt.Sprintf("c%d", i),
-			Image: fmt.Sprintf("%s:v%d", repo, i),
-			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
-			Env: []corev1.EnvVar{
-				{Name: "LOG_LEVEL", Value: "info"},
-				{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-			},
-			Resources: corev1.ResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
-				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")},
-			},
-			VolumeMounts: []corev1.VolumeMount{{Name: "kube-api-access-x7k2p", ReadOnly: true, MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}},
-			ReadinessProbe: &corev1.Probe{
-				ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(8080), Scheme: corev1.URISchemeHTTP}},
-				PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
-			},
-			TerminationMessagePath:   corev1.TerminationMessagePathDefault,
-			TerminationMessagePolicy: corev1.TerminationMessageReadFile,
-			ImagePullPolicy:          corev1.PullIfNotPresent,
-		})
-	}
-	raw, err := json.Marshal(&pod)
+	raw, err := json.Marshal(podfixture.Defaulted(images))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,9 +19,9 @@ import (
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
-// fuzzPolicy mirrors several upstreams, one per way a mirror can be spelled (path prefix, port,
-// deep prefix, no prefix), and excludes some images.
-const fuzzPolicy = `apiVersion: pullgate.dev/v1alpha1
+// mirrorsPolicy mirrors several upstreams, one per way a mirror can be spelled (path prefix, port,
+// deep prefix, no prefix).
+const mirrorsPolicy = `apiVersion: pullgate.dev/v1alpha1
 kind: Policy
 mirrors:
   - {registry: docker.io, mirror: mirror.example.com/hub}
@@ -29,7 +29,10 @@ mirrors:
   - {registry: "localhost:5000", mirror: mirror2.example.com}
   - {registry: "[::1]:5000", mirror: mirror.example.com/v6/deep}
 imagePullSecrets: [mirror-pull]
-exclude:
+`
+
+// fuzzPolicy is mirrorsPolicy with some images excluded.
+const fuzzPolicy = mirrorsPolicy + `exclude:
   images: ["registry.k8s.io/*", "docker.io/excluded/*"]
 `
 
@@ -273,15 +276,7 @@ func onFuzzMirror(host, repo string) bool {
 
 // handlerPolicy is fuzzPolicy without resolution, so the fuzzer spends its time on decoding
 // and planning, plus an excluded namespace and an audit rule so those paths run too.
-const handlerPolicy = `apiVersion: pullgate.dev/v1alpha1
-kind: Policy
-mirrors:
-  - {registry: docker.io, mirror: mirror.example.com/hub}
-  - {registry: quay.io, mirror: "mirror.example.com:8443/quay"}
-  - {registry: "localhost:5000", mirror: mirror2.example.com}
-  - {registry: "[::1]:5000", mirror: mirror.example.com/v6/deep}
-imagePullSecrets: [mirror-pull]
-resolve: {enabled: false}
+const handlerPolicy = mirrorsPolicy + `resolve: {enabled: false}
 exclude:
   namespaces: [kube-system]
   images: ["registry.k8s.io/*", "docker.io/excluded/*"]

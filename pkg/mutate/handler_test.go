@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
 
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
@@ -341,23 +342,68 @@ func TestHandlerBadRequests(t *testing.T) {
 	}
 }
 
-// TestHandlerReadmePod checks the example pod shipped for `make run`: every image field moves.
+// TestHandlerExamplePod runs the example pod shipped for `make run` (init container, two
+// containers, an image volume, three upstream registries) through the handler: every image field
+// ends up on its mirror, pinned to the digest the mirror holds, with IfNotPresent.
 func TestHandlerExamplePod(t *testing.T) {
-	h, reg := setup(t, "")
+	reg := newTestRegistry(t)
+	want := map[string]string{ // image as written -> where it must end up
+		"busybox:1.36":                     reg.host + "/hub/library/busybox:1.36@" + reg.push(t, "hub/library/busybox:1.36"),
+		"nvcr.io/nvidia/pytorch:24.05-py3": reg.host + "/nvcr/nvidia/pytorch:24.05-py3@" + reg.push(t, "nvcr/nvidia/pytorch:24.05-py3"),
+		"nginx":                            reg.host + "/hub/library/nginx:latest@" + reg.push(t, "hub/library/nginx:latest"),
+		"ghcr.io/example/dataset:v3":       reg.host + "/ghcr/example/dataset:v3@" + reg.push(t, "ghcr/example/dataset:v3"),
+	}
+	pol, err := policy.Check([]byte(fmt.Sprintf(`apiVersion: pullgate.dev/v1alpha1
+kind: Policy
+mirrors:
+  - {registry: docker.io, mirror: %[1]s/hub, insecure: true}
+  - {registry: nvcr.io, mirror: %[1]s/nvcr, insecure: true}
+  - {registry: ghcr.io, mirror: %[1]s/ghcr, insecure: true}
+`, reg.host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolve.New(resolve.Options{Registries: map[string]resolve.Registry{reg.host: {Insecure: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mutate.NewHandler(mutate.Handler{Policy: fixedPolicy{pol}, Resolver: res})
+
 	data, err := os.ReadFile(filepath.Join("..", "..", "examples", "pod.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), "initContainers") || !strings.Contains(string(data), "reference:") {
-		t.Fatal("example pod should show init containers and image volumes")
+	raw, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	reg.push(t, "hub/library/busybox:1.36")
-	reg.push(t, "hub/library/nginx:latest")
-	req := podRequest(t, admissionv1.Create, testPod("busybox:1.36", "nginx"))
-	p := applied(t, req, h.Handle(context.Background(), req))
-	for _, c := range p.Spec.Containers {
-		if !strings.HasPrefix(c.Image, reg.host+"/hub/library/") || !strings.Contains(c.Image, "@sha256:") {
-			t.Errorf("not moved and pinned: %s", c.Image)
+	req := podRequest(t, admissionv1.Create, &corev1.Pod{})
+	req.Object.Raw = raw
+	resp := h.Handle(context.Background(), req)
+	if len(resp.Warnings) != 0 {
+		t.Fatalf("warnings: %q", resp.Warnings)
+	}
+	p := applied(t, req, resp)
+	type field struct{ image, policy string }
+	var got []field
+	for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
+		got = append(got, field{c.Image, string(c.ImagePullPolicy)})
+	}
+	for _, v := range p.Spec.Volumes {
+		if v.Image != nil {
+			got = append(got, field{v.Image.Reference, string(v.Image.PullPolicy)})
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d image fields after mutation, want %d: %+v", len(got), len(want), got)
+	}
+	for _, f := range got {
+		found := false
+		for _, w := range want {
+			found = found || f.image == w
+		}
+		if !found || f.policy != string(corev1.PullIfNotPresent) {
+			t.Errorf("image %s (pull policy %q) is not one of the pinned mirror references %v", f.image, f.policy, want)
 		}
 	}
 }
