@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -45,6 +46,7 @@ type serveOptions struct {
 	port        int
 	metricsAddr string
 	healthAddr  string
+	pprofAddr   string
 	kubeconfig  string
 	namespace   string
 	verbosity   int
@@ -60,6 +62,7 @@ func parseServe(args []string) (serveOptions, error) {
 	fs.IntVar(&o.port, "port", 9443, "webhook HTTPS port")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Prometheus /metrics address; 0 disables")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address; 0 disables")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "0", "net/http/pprof address, for profiling; 0 (the default) disables")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, and without either no namespace labels are read")
 	fs.StringVar(&o.namespace, "namespace", o.namespace, "pullgate's own namespace (default $POD_NAMESPACE): never mutated, and where credential secrets live")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity; 1 logs every admission decision")
@@ -146,6 +149,9 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.healthAddr != "0" {
 		g.Go(func() error { return serveHTTP(ctx, o.healthAddr, healthMux(store, server)) })
 	}
+	if o.pprofAddr != "0" {
+		g.Go(func() error { return serveHTTP(ctx, o.pprofAddr, pprofMux()) })
+	}
 	logger.Info("Serving", "port", o.port, "path", MutatePath, "policy", o.policyPath, "version", version)
 	return g.Wait()
 }
@@ -201,6 +207,18 @@ func healthMux(store *policyStore, server webhook.Server) *http.ServeMux {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
+	return mux
+}
+
+// pprofMux serves the runtime profiles on their usual paths. Off unless asked for: a profile
+// reveals the process's internals and costs CPU while it runs.
+func pprofMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -33,6 +33,7 @@ type server struct {
 	proc   *child
 	url    string
 	client *http.Client
+	pprof  string // base URL of the webhook's pprof server, when -cpuprofile asks for one
 }
 
 func newHarness(o options, out io.Writer) (*harness, error) {
@@ -75,23 +76,28 @@ func (h *harness) logPath(name string) string {
 func (h *harness) startWebhook(ctx context.Context, name string) (*server, error) {
 	var errs []error
 	for range 3 {
-		ports, err := freePorts(3)
+		ports, err := freePorts(4)
 		if err != nil {
 			return nil, err
 		}
 		health := "127.0.0.1:" + strconv.Itoa(ports[2])
-		proc, err := startChild("webhook", h.logPath("webhook-"+name), h.o.webhook, "serve",
-			"--policy", h.policy, "--cert-dir", h.tls.dir,
+		args := []string{"serve", "--policy", h.policy, "--cert-dir", h.tls.dir,
 			"--bind-address", "127.0.0.1", "--port", strconv.Itoa(ports[0]),
-			"--metrics-bind-address", "127.0.0.1:"+strconv.Itoa(ports[1]),
-			"--health-probe-bind-address", health)
+			"--metrics-bind-address", "127.0.0.1:" + strconv.Itoa(ports[1]),
+			"--health-probe-bind-address", health}
+		pprof := ""
+		if h.o.cpuprofile != "" {
+			pprof = "http://127.0.0.1:" + strconv.Itoa(ports[3])
+			args = append(args, "--pprof-bind-address", "127.0.0.1:"+strconv.Itoa(ports[3]))
+		}
+		proc, err := startChild("webhook", h.logPath("webhook-"+name), h.o.webhook, args...)
 		if err != nil {
 			return nil, err
 		}
 		plain := &http.Client{Timeout: time.Second}
 		err = proc.waitReady(ctx, func(ctx context.Context) error { return get(ctx, plain, "http://"+health+"/readyz") })
 		if err == nil {
-			return &server{proc: proc, url: "https://127.0.0.1:" + strconv.Itoa(ports[0]) + mutatePath, client: h.tls.newClient()}, nil
+			return &server{proc: proc, url: "https://127.0.0.1:" + strconv.Itoa(ports[0]) + mutatePath, client: h.tls.newClient(), pprof: pprof}, nil
 		}
 		proc.stop()
 		errs = append(errs, err)
@@ -131,6 +137,29 @@ func (h *harness) startFloor(ctx context.Context) (*server, error) {
 		}
 	}
 	return nil, errors.Join(errs...)
+}
+
+// profile writes the CPU profile the webhook's pprof server records over d.
+func profile(ctx context.Context, base string, d time.Duration, path string) error {
+	secs := int((d + time.Second - 1) / time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: %s", resp.Status)
+	}
+	f, err := os.Create(path) //nolint:gosec // G304: the path the user asked for
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }
 
 func get(ctx context.Context, c *http.Client, url string) error {
@@ -294,6 +323,14 @@ func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, er
 		}
 	}
 	before := h.mirror.manifests.Load()
+	// The profile spans the floor's slices too; pullgate is idle then, so what it shows is
+	// pullgate's share of the warm load.
+	profiled := make(chan error, 1)
+	if pg.pprof != "" {
+		go func() { profiled <- profile(ctx, pg.pprof, 2*h.o.duration, h.o.cpuprofile) }()
+	} else {
+		profiled <- nil
+	}
 	slice := h.o.duration / time.Duration(h.o.rounds)
 	for i := range h.o.rounds {
 		for j := range sides {
@@ -308,7 +345,7 @@ func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, er
 		}
 	}
 	warm.registry = fmt.Sprintf("%d manifest requests", h.mirror.manifests.Load()-before)
-	err = errors.Join(fl.finish(&floor), pg.finish(&warm))
+	err = errors.Join(<-profiled, fl.finish(&floor), pg.finish(&warm))
 	return []row{floor, warm}, err
 }
 

@@ -51,6 +51,7 @@ type options struct {
 	smoke       bool
 	dir         string
 	keep        bool
+	cpuprofile  string
 	only        []string
 }
 
@@ -74,6 +75,7 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.BoolVar(&o.smoke, "smoke", false, "about a second per scenario, 1 burst, 1000 cached digests: keeps the harness working in CI")
 	fs.StringVar(&o.dir, "dir", "", "work directory for certificates, policy and logs (default: a temporary one)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the webhook during the warm scenario to this file (go tool pprof FILE)")
 	only := fs.String("only", "", "comma-separated scenarios to run: warm (with the floor), cold, burst, slow, memory (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
