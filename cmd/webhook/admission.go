@@ -17,7 +17,8 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	admissionmetrics "sigs.k8s.io/controller-runtime/pkg/webhook/admission/metrics"
-	sigsjson "sigs.k8s.io/json"
+
+	"github.com/pullgate/pullgate/internal/kjson"
 )
 
 // maxReviewSize is controller-runtime's limit, for the same reason: an AdmissionReview holds at
@@ -83,13 +84,13 @@ func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Decoded into the v1 type whatever version the review declares, as controller-runtime does
-	// (v1beta1 has the same fields), with the API machinery's case-sensitive decoder, straight
-	// into the request the handler gets; a review without one gives the handler an empty request,
-	// as controller-runtime's does. The objects stay raw bytes: pkg/mutate decodes only the
-	// fields it reads.
+	// (v1beta1 has the same fields), accepting what the API machinery's case-sensitive decoder
+	// accepts (see internal/kjson), straight into the request the handler gets; a review without
+	// one gives the handler an empty request, as controller-runtime's does. The objects stay raw
+	// bytes: pkg/mutate decodes only the fields it reads.
 	var req admission.Request
 	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
+	if err := kjson.Unmarshal(body, &review); err != nil {
 		a.fail(w, http.StatusBadRequest, fmt.Errorf("decoding the AdmissionReview: %w", err))
 		return
 	}

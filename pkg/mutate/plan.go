@@ -7,8 +7,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
-	sigsjson "sigs.k8s.io/json"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -243,7 +243,7 @@ func decodePod(raw []byte, what string) (*podView, error) {
 	var pod podView
 	// Case-sensitive, as the API server decodes: encoding/json would also read "SPEC" or
 	// "Image", and the patch would then name paths the object does not have.
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
+	if err := kjson.Unmarshal(raw, &pod); err != nil {
 		return nil, fmt.Errorf("%w: %s is not a Pod: %w", ErrBadRequest, what, err)
 	}
 	if pod.Kind != "" && (pod.Kind != "Pod" || (pod.APIVersion != "" && pod.APIVersion != "v1")) {
