@@ -95,7 +95,7 @@ func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Plain strings: zap encodes any other type (types.UID, admissionv1.Operation) by reflection.
-	log := a.log.WithValues("requestID", string(req.UID), "kind", req.Kind.Kind, "namespace", req.Namespace,
+	log := withLazyValues(a.log, "requestID", string(req.UID), "kind", req.Kind.Kind, "namespace", req.Namespace,
 		"name", req.Name, "operation", string(req.Operation), "user", req.UserInfo.Username)
 	resp := a.handle(ctrllog.IntoContext(r.Context(), log), log, req)
 
