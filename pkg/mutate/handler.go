@@ -148,6 +148,20 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		}
 		return out
 	}
+	if c, ok := h.Resolver.(CachedResolver); ok {
+		var rest []ResolveRequest
+		for _, r := range reqs {
+			if o, ok := c.Cached(r); ok {
+				out[r.Ref.String()] = o
+			} else {
+				rest = append(rest, r)
+			}
+		}
+		if len(rest) == 0 {
+			return out
+		}
+		reqs = rest
+	}
 	// The resolver's deadline falls a little before ours, so that an answer it produces because
 	// its deadline passed (a stale digest from the cache) arrives while we still wait for it.
 	wait, cancelWait := context.WithTimeout(ctx, budget)

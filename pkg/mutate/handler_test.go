@@ -481,3 +481,45 @@ func TestHandlerNoStale(t *testing.T) {
 		t.Fatalf("warnings %q, want the registry failure", resp.Warnings)
 	}
 }
+
+// countingResolver is the real resolver, counting the requests that reach Resolve.
+type countingResolver struct {
+	*resolve.Resolver
+	resolves atomic.Int64
+}
+
+func (c *countingResolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (mutate.Resolution, error) {
+	c.resolves.Add(1)
+	return c.Resolver.Resolve(ctx, req)
+}
+
+// Images the cache already knows are answered before any resolution starts; only the others
+// reach Resolve, and the budget still bounds them.
+func TestHandlerAsksTheCacheFirst(t *testing.T) {
+	h, reg := setup(t, "resolve: {timeout: 300ms}\n")
+	counting := &countingResolver{Resolver: h.Resolver.(*resolve.Resolver)}
+	h.Resolver = counting
+	nginx := reg.push(t, "hub/library/nginx:1.27")
+	redis := reg.push(t, "hub/library/redis:7")
+
+	resp := h.Handle(context.Background(), podRequest(t, admissionv1.Create, testPod("nginx:1.27", "redis:7")))
+	if n := counting.resolves.Load(); n != 2 || !resp.Allowed || len(resp.Warnings) != 0 {
+		t.Fatalf("cold pod: %d resolves, allowed=%v, warnings %v; want 2, allowed, none", n, resp.Allowed, resp.Warnings)
+	}
+
+	reg.hang.Store(true)
+	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27", "redis:7", "busybox:1"))
+	resp = h.Handle(context.Background(), req)
+	if n := counting.resolves.Load(); n != 3 {
+		t.Errorf("%d resolves in all, want 3: the two cached images must not reach Resolve", n)
+	}
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "busybox") {
+		t.Errorf("warnings %v, want one, for busybox (its registry hangs)", resp.Warnings)
+	}
+	p := applied(t, req, resp)
+	for i, want := range []string{reg.host + "/hub/library/nginx:1.27@" + nginx, reg.host + "/hub/library/redis:7@" + redis} {
+		if got := p.Spec.Containers[i].Image; got != want {
+			t.Errorf("container %d: %s, want %s", i, got, want)
+		}
+	}
+}

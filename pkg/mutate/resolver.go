@@ -15,6 +15,15 @@ type Resolver interface {
 	Resolve(ctx context.Context, req ResolveRequest) (Resolution, error)
 }
 
+// CachedResolver is a Resolver that can answer some requests from memory at once, without
+// blocking. The handler asks it first and starts resolution only for the rest: a warm
+// admission then costs no goroutine, channel or timer.
+type CachedResolver interface {
+	Resolver
+	// Cached returns the answer Resolve would give, when it has it without waiting.
+	Cached(req ResolveRequest) (Outcome, bool)
+}
+
 // ResolveRequest names the image the node will pull. Ref is after the mirror rewrite; Upstream is
 // the reference as the pod author wrote it (normalized), equal to Ref when no mirror applies. The
 // resolver may consult Upstream only when the policy allows falling back to it.

@@ -328,6 +328,44 @@ func (r *Resolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (muta
 	return res, err
 }
 
+// Cached answers req from the cache alone, without waiting for anything: a fresh digest, or a
+// cached "not found". ok is false when the cache has no answer, or when the answer depends on
+// the pod's pull secrets, which may have to be read first; Resolve is then the way. The pod
+// handler asks here first, so that a warm admission costs no goroutine and no timer.
+func (r *Resolver) Cached(req mutate.ResolveRequest) (mutate.Outcome, bool) {
+	cfg := r.cfg.Load()
+	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
+		return mutate.Outcome{}, false
+	}
+	start := time.Now()
+	res, outcome, err, ok := r.fromCache(cfg, cacheKey(cfg, req, ""), req)
+	if !ok {
+		return mutate.Outcome{}, false
+	}
+	r.metrics.duration.WithLabelValues(r.label(req.Ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
+	return mutate.Outcome{Resolution: res, Err: err}, true
+}
+
+// cacheKey names an answer: the normalized reference (Name() is index.docker.io/library/...,
+// whatever the insecure flag) and the credential identities, which keep answers obtained with
+// different credentials apart.
+func cacheKey(cfg *config, req mutate.ResolveRequest, podID string) string {
+	return req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + podID
+}
+
+// fromCache returns the cache's answer for key, if it has one, and counts it.
+func (r *Resolver) fromCache(cfg *config, key string, req mutate.ResolveRequest) (mutate.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
+	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	case lookupHit:
+		r.metrics.cache.WithLabelValues("hit").Inc()
+		return mutate.Resolution{Digest: digest}, outcomeHit, nil, true
+	case lookupNegative:
+		r.metrics.cache.WithLabelValues("negative").Inc()
+		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL), true
+	}
+	return mutate.Resolution{}, "", nil, false
+}
+
 // flightResult is what the shared call hands its callers.
 type flightResult struct {
 	digest   string
@@ -349,17 +387,9 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
 		}
 	}
-	// Name() is the normalized reference (index.docker.io/library/...), whatever the insecure
-	// flag; the identities keep answers obtained with different credentials apart.
-	key := req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + pod.id
-
-	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
-	case lookupHit:
-		r.metrics.cache.WithLabelValues("hit").Inc()
-		return mutate.Resolution{Digest: digest}, outcomeHit, nil
-	case lookupNegative:
-		r.metrics.cache.WithLabelValues("negative").Inc()
-		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL)
+	key := cacheKey(cfg, req, pod.id)
+	if res, outcome, err, ok := r.fromCache(cfg, key, req); ok {
+		return res, outcome, err
 	}
 	r.metrics.cache.WithLabelValues("miss").Inc()
 	ref, err := cfg.tag(req.Ref)
