@@ -139,7 +139,7 @@ func (a *admissionHTTP) fail(w http.ResponseWriter, code int32, err error) {
 }
 
 func (a *admissionHTTP) write(w http.ResponseWriter, log logr.Logger, review admissionv1.AdmissionReview) {
-	b, err := json.Marshal(review)
+	b, err := encodeReview(review)
 	if err != nil {
 		// Not expected: every field of a review marshals. Still an answer, not a silence.
 		log.Error(err, "Encoding the AdmissionReview")

@@ -123,6 +123,14 @@ func (p *Plan) Apply(outcomes map[string]Outcome) Result {
 // Warning headers and silently drops any with control characters, and registry error bodies
 // (which end up in our messages) are untrusted text that often ends in a newline.
 func sanitize(s string) string {
+	if alreadySanitized(s) {
+		return s
+	}
+	return sanitizeRunes(s)
+}
+
+// sanitizeRunes is sanitize's careful way, rune by rune.
+func sanitizeRunes(s string) string {
 	var b strings.Builder
 	space := false
 	for _, r := range s {
@@ -145,6 +153,29 @@ func sanitize(s string) string {
 		out = out[:cut] + "..."
 	}
 	return out
+}
+
+// alreadySanitized reports whether sanitize would return s unchanged, for the common case of printable
+// ASCII with single spaces inside: it saves building a copy of every message.
+func alreadySanitized(s string) bool {
+	if len(s) > maxWarningLength {
+		return false
+	}
+	if s == "" {
+		return true
+	}
+	if s[0] == ' ' || s[len(s)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20 || c >= 0x7f:
+			return false // a control character, or not ASCII: the careful way
+		case c == ' ' && s[i+1] == ' ': // s does not end with a space, so i+1 is in s
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Plan) secretOps(r *Result) []jsonpatch.JsonPatchOperation {
@@ -190,7 +221,7 @@ func (c Change) String() string {
 	case from == "":
 		from = "(unset)"
 	}
-	return fmt.Sprintf("%s %s: %s -> %s", c.Action, c.Field, clip(from), clip(c.To))
+	return c.Action + " " + c.Field + ": " + clip(from) + " -> " + clip(c.To)
 }
 
 // annotations summarises the changes for the API server's audit log. Keys are short because

@@ -1,7 +1,7 @@
 package mutate
 
 import (
-	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -99,30 +99,30 @@ func volumeEntries(vs []volume) []container {
 // field is the human-readable path, as API server messages write it.
 func (s site) field() string {
 	if s.kind == volumes {
-		return fmt.Sprintf("spec.volumes[%d].image.reference", s.index)
+		return "spec.volumes[" + strconv.Itoa(s.index) + "].image.reference"
 	}
-	return fmt.Sprintf("spec.%s[%d].image", s.kind, s.index)
+	return "spec." + string(s.kind) + "[" + strconv.Itoa(s.index) + "].image"
 }
 
 // imagePath is the JSON pointer of the image.
 func (s site) imagePath() string {
 	if s.kind == volumes {
-		return fmt.Sprintf("/spec/volumes/%d/image/reference", s.index)
+		return "/spec/volumes/" + strconv.Itoa(s.index) + "/image/reference"
 	}
-	return fmt.Sprintf("/spec/%s/%d/image", s.kind, s.index)
+	return "/spec/" + string(s.kind) + "/" + strconv.Itoa(s.index) + "/image"
 }
 
 // pullPolicyPath is the JSON pointer of the image's pull policy.
 func (s site) pullPolicyPath() string {
 	if s.kind == volumes {
-		return fmt.Sprintf("/spec/volumes/%d/image/pullPolicy", s.index)
+		return "/spec/volumes/" + strconv.Itoa(s.index) + "/image/pullPolicy"
 	}
-	return fmt.Sprintf("/spec/%s/%d/imagePullPolicy", s.kind, s.index)
+	return "/spec/" + string(s.kind) + "/" + strconv.Itoa(s.index) + "/imagePullPolicy"
 }
 
 func (s site) pullPolicyField() string {
 	if s.kind == volumes {
-		return fmt.Sprintf("spec.volumes[%d].image.pullPolicy", s.index)
+		return "spec.volumes[" + strconv.Itoa(s.index) + "].image.pullPolicy"
 	}
-	return fmt.Sprintf("spec.%s[%d].imagePullPolicy", s.kind, s.index)
+	return "spec." + string(s.kind) + "[" + strconv.Itoa(s.index) + "].imagePullPolicy"
 }

@@ -401,3 +401,16 @@ func handlerSeeds() [][]byte {
 		nil,
 	}
 }
+
+// FuzzSanitizeShortcut: what sanitize returns unchanged without looking at runes, the careful
+// way returns unchanged too.
+func FuzzSanitizeShortcut(f *testing.F) {
+	for _, s := range []string{"", "a", " a", "a ", "a  b", "a b", "a\tb", "é", "a\x7fb", strings.Repeat("x", maxWarningLength+1), strings.Repeat("x", maxWarningLength)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if alreadySanitized(s) && sanitizeRunes(s) != s {
+			t.Fatalf("%q taken as sanitized, but sanitizing gives %q", s, sanitizeRunes(s))
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package mutate
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -213,7 +214,11 @@ func TestGolden(t *testing.T) {
 			if len(res.Patch) == 0 {
 				return
 			}
-			raw, _ := json.Marshal(res.Patch)
+			// What the handler sends: EncodePatch's bytes, the same as json.Marshal's.
+			raw, err := EncodePatch(res.Patch)
+			if want, _ := json.Marshal(res.Patch); err != nil || !bytes.Equal(raw, want) {
+				t.Fatalf("EncodePatch: %v\n%s\nwant %s", err, raw, want)
+			}
 			patch, err := jsonpatch.DecodePatch(raw)
 			if err != nil {
 				t.Fatalf("patch does not decode: %v", err)

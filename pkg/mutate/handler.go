@@ -109,8 +109,16 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		resp.AuditAnnotations = res.AuditAnnotations
 		return resp
 	}
-	resp := admission.Patched(strings.ToLower(string(plan.Mode)), res.Patch...).WithWarnings(res.Warnings...)
+	resp := admission.Allowed(strings.ToLower(string(plan.Mode))).WithWarnings(res.Warnings...)
 	resp.AuditAnnotations = res.AuditAnnotations
+	if len(res.Patch) > 0 {
+		// Encoded here rather than left to Response.Complete, which marshals by reflection.
+		patch, err := EncodePatch(res.Patch)
+		if err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
+		}
+		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
+	}
 	return resp
 }
 
