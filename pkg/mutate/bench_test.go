@@ -88,8 +88,9 @@ func BenchmarkHandle(b *testing.B) {
 			ctx := context.Background()
 			// The first call fills the cache and checks that every image gets pinned.
 			resp := h.Handle(ctx, req)
-			if !resp.Allowed || len(resp.Warnings) != 0 || len(resp.Patches) != n+1 {
-				b.Fatalf("allowed=%v warnings=%v patches=%v", resp.Allowed, resp.Warnings, resp.Patches)
+			var ops []map[string]any
+			if err := json.Unmarshal(resp.Patch, &ops); err != nil || !resp.Allowed || len(resp.Warnings) != 0 || len(ops) != n+1 {
+				b.Fatalf("allowed=%v warnings=%v patch=%s (%v)", resp.Allowed, resp.Warnings, resp.Patch, err)
 			}
 			before := reg.manifests.Load()
 			b.ReportAllocs()

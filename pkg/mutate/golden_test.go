@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -194,6 +195,14 @@ func TestGolden(t *testing.T) {
 			plan, err := NewPlan(pol, in)
 			if err != nil {
 				t.Fatalf("NewPlan: %v", err)
+			}
+			// The handler plans with a memo of decisions: filling it and then reading from it
+			// must plan exactly the same.
+			memo := (&memo{}).For(pol)
+			for _, round := range []string{"filling the memo", "from the memo"} {
+				if memoized, err := newPlan(pol, in, memo); err != nil || !reflect.DeepEqual(memoized, plan) {
+					t.Fatalf("%s: planned %+v (%v), want %+v", round, memoized, err, plan)
+				}
 			}
 			res := plan.Apply(outcomesFor(plan, tc.fail))
 			got := golden{Warnings: res.Warnings, AuditAnnotations: res.AuditAnnotations, Deny: res.Deny, Patch: json.RawMessage("[]")}

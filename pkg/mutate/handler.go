@@ -43,11 +43,15 @@ type Handler struct {
 	OwnNamespace string
 	// Events, if set, receives audit mode's would-be changes (never for dry runs).
 	Events Recorder
+
+	// decisions remembers what the policy says of each image text; NewHandler sets it.
+	decisions *memo
 }
 
 // NewHandler registers pullgate's metrics and returns a handler.
 func NewHandler(h Handler) *Handler {
 	registerMetrics()
+	h.decisions = &memo{}
 	return &h
 }
 
@@ -79,7 +83,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 			warnings = append(warnings, fmt.Sprintf("pullgate could not read the labels of namespace %s; applied the policy's default mode", req.Namespace))
 		}
 	}
-	plan, err := NewPlan(pol, Input{
+	plan, err := newPlan(pol, Input{
 		Operation:       req.Operation,
 		SubResource:     req.SubResource,
 		Namespace:       req.Namespace,
@@ -87,7 +91,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		OwnNamespace:    h.OwnNamespace,
 		Object:          req.Object.Raw,
 		OldObject:       req.OldObject.Raw,
-	})
+	}, h.decisions.For(pol))
 	if err != nil {
 		if errors.Is(err, ErrBadRequest) {
 			return admission.Errored(http.StatusBadRequest, err)

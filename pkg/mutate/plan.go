@@ -70,6 +70,11 @@ type imagePlan struct {
 
 // NewPlan decodes a pod admission and decides every image field. Errors wrap ErrBadRequest.
 func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
+	return newPlan(pol, in, nil)
+}
+
+// newPlan is NewPlan with a memo of image decisions, which may be nil.
+func newPlan(pol *policy.Compiled, in Input, memo *decisions) (*Plan, error) {
 	pod, err := decodePod(in.Object, "object")
 	if err != nil {
 		return nil, err
@@ -96,7 +101,7 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 		return nil, err
 	}
 	for _, s := range candidates {
-		ip, warn := planImage(pol, s, in, pod)
+		ip, warn := planImage(pol, s, in, pod, memo)
 		if warn != "" {
 			p.warnings = append(p.warnings, warn)
 		}
@@ -164,15 +169,51 @@ func changeable(in Input, pod *podView) ([]site, bool, error) {
 }
 
 // planImage decides one image. A nil plan with a warning means the image is left untouched.
-func planImage(pol *policy.Compiled, s site, in Input, pod *podView) (*imagePlan, string) {
-	ref, err := parseImage(s.image)
-	if err != nil {
-		return nil, fmt.Sprintf("%s: %q is not a valid image reference (%v); left untouched", s.field(), clip(s.image), err)
+func planImage(pol *policy.Compiled, s site, in Input, pod *podView, memo *decisions) (*imagePlan, string) {
+	d := memo.decide(pol, s.image)
+	if d.problem != "" {
+		return nil, s.field() + ": " + d.problem
 	}
-	if pol.ExcludedImage(ref.normalized()) {
+	if d.excluded {
 		return nil, ""
 	}
-	ip := &imagePlan{site: s, ref: ref, target: ref.base}
+	ip := &imagePlan{site: s, ref: d.ref, target: d.target, rewritten: d.rewritten}
+	if d.resolve {
+		ip.request = &ResolveRequest{Ref: d.ref2, Upstream: d.upstream}
+		if pol.UsePodPullSecrets() {
+			ip.request.Namespace = in.Namespace
+			for _, ps := range pod.Spec.ImagePullSecrets {
+				ip.request.PullSecrets = append(ip.request.PullSecrets, ps.Name)
+			}
+		}
+	}
+	return ip, ""
+}
+
+// decision is what a policy says of an image text, wherever it appears: whether it moves, to
+// where, and what to resolve. Nothing in it depends on the pod.
+type decision struct {
+	problem   string // why the image is left untouched, for a warning after its field
+	excluded  bool
+	ref       imageRef
+	target    string
+	rewritten bool
+	resolve   bool
+	ref2      name.Tag // the tag to resolve, on the mirror when there is one
+	upstream  name.Tag
+}
+
+// decideImage works out a decision: parsing the reference and forming the tags to resolve is
+// most of what a warm admission costs after decoding, hence the memo (decisions).
+func decideImage(pol *policy.Compiled, image string) decision {
+	ref, err := parseImage(image)
+	if err != nil {
+		return decision{problem: fmt.Sprintf("%q is not a valid image reference (%v); left untouched", clip(image), err)}
+	}
+	if pol.ExcludedImage(ref.normalized()) {
+		return decision{excluded: true}
+	}
+	d := decision{ref: ref, target: ref.base}
 	resolveAt := ref.host + "/" + ref.repository
 	upstreamAt := resolveAt
 	var opts []name.Option
@@ -180,37 +221,31 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView) (*imagePlan
 		opts = mirrorOptions(m)
 		upstreamAt = m.UpstreamRepository(ref.repository)
 	} else if m, ok := pol.MirrorFor(ref.registry); ok {
-		ip.target = m.Repository(ref.repository)
-		ip.rewritten = true
-		resolveAt = ip.target
+		d.target = m.Repository(ref.repository)
+		d.rewritten = true
+		resolveAt = d.target
 		opts = mirrorOptions(m)
 		// The mirror's path prefix lengthens the repository, which may then pass the 255
 		// characters a repository may have: the rewritten image would not parse, and the kubelet
 		// would refuse the pod. Checked here because pinned images and resolve.enabled: false
 		// never build the tag below.
-		if _, err := name.NewRepository(ip.target, opts...); err != nil {
-			return nil, fmt.Sprintf("%s: cannot form the mirror reference for %q (%v); left untouched", s.field(), clip(s.image), err)
+		if _, err := name.NewRepository(d.target, opts...); err != nil {
+			return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
 		}
 	}
 	if ref.digest != "" || !pol.ResolveEnabled() {
-		return ip, ""
+		return d
 	}
 	target, err := name.NewTag(resolveAt+":"+ref.tagOrLatest(), opts...)
 	if err != nil {
-		return nil, fmt.Sprintf("%s: cannot form the mirror reference for %q (%v); left untouched", s.field(), clip(s.image), err)
+		return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
 	}
 	upstream, err := name.NewTag(upstreamAt + ":" + ref.tagOrLatest())
 	if err != nil {
 		upstream = target
 	}
-	ip.request = &ResolveRequest{Ref: target, Upstream: upstream}
-	if pol.UsePodPullSecrets() {
-		ip.request.Namespace = in.Namespace
-		for _, ps := range pod.Spec.ImagePullSecrets {
-			ip.request.PullSecrets = append(ip.request.PullSecrets, ps.Name)
-		}
-	}
-	return ip, ""
+	d.resolve, d.ref2, d.upstream = true, target, upstream
+	return d
 }
 
 func mirrorOptions(m policy.MirrorTarget) []name.Option {

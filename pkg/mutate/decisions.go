@@ -1,0 +1,59 @@
+package mutate
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/pullgate/pullgate/pkg/policy"
+)
+
+// maxDecisions bounds the memo: real clusters run a few hundred distinct images, and a pod
+// author cycling through endless new tags only costs the memo its contents, never memory.
+const maxDecisions = 4096
+
+// decisions remembers the decisions of one policy by image text. A reloaded policy gets a new
+// memo (Handler.decisions), so nothing decided under the old one is ever reused.
+type decisions struct {
+	pol *policy.Compiled
+	mu  sync.RWMutex
+	m   map[string]decision
+}
+
+// decide returns the policy's decision for image, from the memo when it has it. A nil memo
+// decides every time.
+func (d *decisions) decide(pol *policy.Compiled, image string) decision {
+	if d == nil || d.pol != pol {
+		return decideImage(pol, image)
+	}
+	d.mu.RLock()
+	dec, ok := d.m[image]
+	d.mu.RUnlock()
+	if ok {
+		return dec
+	}
+	dec = decideImage(pol, image)
+	d.mu.Lock()
+	if len(d.m) >= maxDecisions {
+		clear(d.m) // start afresh: cheaper than keeping an order, and bounded all the same
+	}
+	d.m[image] = dec
+	d.mu.Unlock()
+	return dec
+}
+
+// memo holds the decisions of the policy the handler last saw.
+type memo struct{ current atomic.Pointer[decisions] }
+
+// For returns the memo for pol, a new one when the policy has changed; nil (decide every
+// time) for a nil memo.
+func (m *memo) For(pol *policy.Compiled) *decisions {
+	if m == nil {
+		return nil
+	}
+	if d := m.current.Load(); d != nil && d.pol == pol {
+		return d
+	}
+	d := &decisions{pol: pol, m: make(map[string]decision)}
+	m.current.Store(d)
+	return d
+}
