@@ -215,8 +215,8 @@ func TestHandlerAuditAndDryRun(t *testing.T) {
 
 	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
 	resp := h.Handle(context.Background(), req)
-	if !resp.Allowed || len(resp.Patches) != 0 {
-		t.Fatalf("audit must admit unchanged: allowed=%v patches=%v", resp.Allowed, resp.Patches)
+	if !resp.Allowed || len(resp.Patch) != 0 {
+		t.Fatalf("audit must admit unchanged: allowed=%v patch=%s", resp.Allowed, resp.Patch)
 	}
 	joined := strings.Join(resp.Warnings, "\n")
 	for _, w := range []string{"would rewrite", "would pin", "would set imagePullPolicy", `would add imagePullSecret "mirror-pull"`} {
@@ -335,8 +335,8 @@ func TestHandlerBadRequests(t *testing.T) {
 			req.Object.Raw = append([]byte(nil), good.Object.Raw...)
 			tc.mod(&req)
 			resp := h.Handle(context.Background(), req)
-			if resp.Allowed != tc.allowed || resp.Result.Code != tc.code || len(resp.Patches) != 0 {
-				t.Errorf("allowed=%v code=%d patches=%d, want allowed=%v code=%d and no patch (%s)", resp.Allowed, resp.Result.Code, len(resp.Patches), tc.allowed, tc.code, resp.Result.Message)
+			if resp.Allowed != tc.allowed || resp.Result.Code != tc.code || len(resp.Patch) != 0 {
+				t.Errorf("allowed=%v code=%d patches=%d, want allowed=%v code=%d and no patch (%s)", resp.Allowed, resp.Result.Code, len(resp.Patch), tc.allowed, tc.code, resp.Result.Message)
 			}
 		})
 	}

@@ -42,13 +42,13 @@ func handleWithin(t *testing.T, h *mutate.Handler, req admission.Request) admiss
 	case <-time.After(hostileBound):
 		t.Fatalf("Handle still running after %v", hostileBound)
 	}
-	t.Logf("answered in %v: allowed=%v patches=%d warnings=%d", time.Since(start).Round(time.Millisecond), resp.Allowed, len(resp.Patches), len(resp.Warnings))
+	t.Logf("answered in %v: allowed=%v patch=%d bytes warnings=%d", time.Since(start).Round(time.Millisecond), resp.Allowed, len(resp.Patch), len(resp.Warnings))
 	for _, w := range resp.Warnings {
 		if strings.ContainsFunc(w, func(r rune) bool { return r < 0x20 || r == 0x7f }) || len(w) > 512 {
 			t.Errorf("warning is not a valid, bounded header value: %q", w)
 		}
 	}
-	if !resp.Allowed && len(resp.Patches) > 0 {
+	if !resp.Allowed && len(resp.Patch) > 0 {
 		t.Errorf("denied with a patch")
 	}
 	return resp
