@@ -34,7 +34,7 @@ e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registri
 
 .PHONY: bench
 bench: ## Go benchmarks with allocation figures.
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
 
 .PHONY: loadtest
 loadtest: build ## Load test over HTTPS against a local registry, with the floor (ARGS=-smoke for a short run).

@@ -7,9 +7,9 @@ import (
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
-// maxDecisions bounds the memo: real clusters run a few hundred distinct images, and a pod
-// author cycling through endless new tags only costs the memo its contents, never memory.
-const maxDecisions = 4096
+// maxDecisions bounds the memo: real clusters run a few hundred distinct images at a time, and
+// a pod author cycling through endless new tags only costs the memo its contents, never memory.
+const maxDecisions = 1024
 
 // decisions remembers the decisions of one policy by image text. A reloaded policy gets a new
 // memo (Handler.decisions), so nothing decided under the old one is ever reused.
