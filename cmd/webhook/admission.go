@@ -19,6 +19,7 @@ import (
 	admissionmetrics "sigs.k8s.io/controller-runtime/pkg/webhook/admission/metrics"
 
 	"github.com/pullgate/pullgate/internal/kjson"
+	"github.com/pullgate/pullgate/pkg/mutate"
 )
 
 // maxReviewSize is controller-runtime's limit, for the same reason: an AdmissionReview holds at
@@ -83,14 +84,8 @@ func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Decoded into the v1 type whatever version the review declares, as controller-runtime does
-	// (v1beta1 has the same fields), accepting what the API machinery's case-sensitive decoder
-	// accepts (see internal/kjson), straight into the request the handler gets; a review without
-	// one gives the handler an empty request, as controller-runtime's does. The objects stay raw
-	// bytes: pkg/mutate decodes only the fields it reads.
-	var req admission.Request
-	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
-	if err := kjson.Unmarshal(body, &review); err != nil {
+	req, typ, err := decodeReview(body)
+	if err != nil {
 		a.fail(w, http.StatusBadRequest, fmt.Errorf("decoding the AdmissionReview: %w", err))
 		return
 	}
@@ -101,11 +96,52 @@ func (a *admissionHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// The answer carries the request's apiVersion and kind, so an API server that allows several
 	// review versions gets the one it sent; v1 when the request named none.
-	typ := review.TypeMeta
 	if typ == (metav1.TypeMeta{}) {
 		typ = metav1.TypeMeta{APIVersion: admissionv1.SchemeGroupVersion.String(), Kind: "AdmissionReview"}
 	}
 	a.write(w, log, admissionv1.AdmissionReview{TypeMeta: typ, Response: &resp.AdmissionResponse})
+}
+
+// podReview is an AdmissionReview whose objects are decoded into the fields pullgate reads in
+// the same pass as the review (mutate.DecodedObject); the embedded request's RawExtensions are
+// shadowed.
+type podReview struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *podRequest `json:"request,omitempty"`
+}
+
+type podRequest struct {
+	admissionv1.AdmissionRequest
+	Object    mutate.DecodedObject `json:"object"`
+	OldObject mutate.DecodedObject `json:"oldObject"`
+}
+
+// decodeReview decodes a review into the v1 type whatever version it declares, as
+// controller-runtime does (v1beta1 has the same fields), accepting what the API machinery's
+// case-sensitive decoder accepts (see internal/kjson). A review without a request gives the
+// handler an empty request, as controller-runtime's does; a request member given twice is
+// merged into one, as there (both decode into the request already allocated).
+//
+// The pod is decoded along with the review, where it can be (see mutate.DecodedObject); any
+// review that cannot is decoded again with the objects kept raw, so that every answer, errors
+// included, is the one the raw path gives.
+func decodeReview(body []byte) (admission.Request, metav1.TypeMeta, error) {
+	var pr podRequest
+	review := podReview{Request: &pr}
+	if kjson.Unmarshal(body, &review) == nil {
+		req := admission.Request{AdmissionRequest: pr.AdmissionRequest}
+		if pr.Object.Seen() {
+			req.Object.Object = &pr.Object
+		}
+		if pr.OldObject.Seen() {
+			req.OldObject.Object = &pr.OldObject
+		}
+		return req, review.TypeMeta, nil
+	}
+	var req admission.Request
+	raw := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}
+	err := kjson.Unmarshal(body, &raw)
+	return req, raw.TypeMeta, err
 }
 
 // handle runs the handler and completes its response (uid, status code, the patch marshalled).

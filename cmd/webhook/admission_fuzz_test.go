@@ -16,8 +16,10 @@ import (
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
@@ -73,21 +75,28 @@ func FuzzAdmissionHTTP(f *testing.F) {
 		if err != nil {
 			t.Fatalf("patch %s: %v", resp.Patch, err)
 		}
-		patched, err := patch.Apply(last.req.Object.Raw)
+		// The object as the API server holds it: the adapter hands the handler the pod decoded,
+		// not its bytes.
+		var sent admissionv1.AdmissionReview
+		if err := kjson.Unmarshal(body, &sent); err != nil || sent.Request == nil || len(sent.Request.Object.Raw) == 0 {
+			t.Fatalf("a patch for a review without an object (%v)", err)
+		}
+		object := sent.Request.Object.Raw
+		patched, err := patch.Apply(object)
 		if err != nil {
-			t.Fatalf("patch does not apply: %v\npatch %s\nobject %s", err, resp.Patch, last.req.Object.Raw)
+			t.Fatalf("patch does not apply: %v\npatch %s\nobject %s", err, resp.Patch, object)
 		}
 		// Only a Pod the API server could have sent must stay one; pullgate reads just the image
 		// fields, so an object broken elsewhere (a number out of range) is patched as given.
-		if json.Unmarshal(last.req.Object.Raw, &corev1.Pod{}) == nil {
+		if json.Unmarshal(object, &corev1.Pod{}) == nil {
 			if err := json.Unmarshal(patched, &corev1.Pod{}); err != nil {
 				t.Fatalf("patched object is no longer a Pod: %v", err)
 			}
 		}
 		req := *last.req
-		req.Object.Raw = patched
-		if again := last.h.Handle(context.Background(), req); len(again.Patches) != 0 {
-			t.Fatalf("own output patched again: %+v", again.Patches)
+		req.Object = runtime.RawExtension{Raw: patched}
+		if again := last.h.Handle(context.Background(), req); len(again.Patch) != 0 {
+			t.Fatalf("own output patched again: %s", again.Patch)
 		}
 	})
 }

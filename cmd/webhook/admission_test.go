@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -149,6 +150,12 @@ func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
 		{name: "request then request null: the first one", code: 200, body: more(`,"request":null`), sameBytes: true},
 		{name: "keys in another case are not the fields", code: 200, body: bytes.Replace(bytes.Replace(good, []byte(`"uid"`), []byte(`"UID"`), 1), []byte(`"operation"`), []byte(`"Operation"`), 1), sameBytes: true},
 		{name: "unknown fields ignored", code: 200, body: more(`,"x":{"y":[1,2]}`), sameBytes: true},
+		// What the one-pass decoding cannot take exactly, taken the raw way (decodeReview).
+		{name: "object twice: the last one", code: 200, body: more(`,"object":` + onMirror), sameBytes: true},
+		{name: "object twice, the last null: the first one", code: 200, body: more(`,"object":null`), sameBytes: true},
+		{name: "oldObject twice", code: 200, body: reviewOf("UPDATE", "apps", loadPod, `,"oldObject":`+loadPod+`,"oldObject":`+onMirror), sameBytes: true},
+		{name: "another resource, not pod-shaped", code: 200, body: bytes.Replace(reviewOf("CREATE", "apps", `{"apiVersion":"v1","kind":"Secret","spec":"x","metadata":{"annotations":[1]}}`, ""), []byte(`"resource":"pods"}`), []byte(`"resource":"secrets"}`), 1), sameBytes: true},
+		{name: "a pod whose image is not a string", code: 400, body: reviewOf("CREATE", "apps", strings.Replace(nginx, `"nginx:1.27"`, `{"$ne":""}`, 1), "")},
 		// Refusals.
 		{name: "empty body", code: 400, body: nil, sameBytes: true},
 		{name: "wrong content type", code: 400, contentType: "application/yaml", body: good, sameBytes: true},
@@ -186,6 +193,47 @@ func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
 			}
 			if g.Allowed || w.Allowed || resultCode(g) != resultCode(w) || len(g.Patch) != 0 {
 				t.Fatalf("ours allowed=%v code=%d, controller-runtime allowed=%v code=%d", g.Allowed, resultCode(g), w.Allowed, resultCode(w))
+			}
+		})
+	}
+}
+
+// TestDecodeReviewOnePass: a review from the API server has its pod decoded along with it; one
+// that cannot be is decoded again with the objects kept raw.
+func TestDecodeReviewOnePass(t *testing.T) {
+	t.Parallel()
+	good := reviewOf("UPDATE", "apps", loadPod, `,"oldObject":`+loadPod)
+	cases := []struct {
+		name    string
+		body    []byte
+		onePass bool
+	}{
+		{"a pod and its old version", good, true},
+		{"object null", reviewOf("CREATE", "apps", "null", ""), true},
+		{"object twice", append(good[:len(good)-2:len(good)-2], `,"object":`+loadPod+"}}"...), false},
+		{"not pod-shaped", reviewOf("CREATE", "apps", `{"spec":"x"}`, ""), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req, typ, err := decodeReview(tc.body)
+			if err != nil || typ.Kind != "AdmissionReview" || req.UID == "" {
+				t.Fatalf("decodeReview: %v, %+v, uid %q", err, typ, req.UID)
+			}
+			decoded, ok := req.Object.Object.(*mutate.DecodedObject)
+			if tc.onePass != ok || tc.onePass == (len(req.Object.Raw) > 0) {
+				t.Fatalf("object decoded: %v (%T), raw: %d bytes; want one pass %v", ok, req.Object.Object, len(req.Object.Raw), tc.onePass)
+			}
+			if ok && string(tc.body) == string(good) {
+				if kind := decoded.GetObjectKind().GroupVersionKind(); kind.Kind != "Pod" || kind.Version != "v1" {
+					t.Errorf("decoded object is %v", kind)
+				}
+				if _, ok := req.OldObject.Object.(*mutate.DecodedObject); !ok {
+					t.Errorf("oldObject not decoded: %T", req.OldObject.Object)
+				}
+				if cp, ok := decoded.DeepCopyObject().(*mutate.DecodedObject); !ok || cp == decoded || !reflect.DeepEqual(cp, decoded) {
+					t.Errorf("DeepCopyObject: %#v", cp)
+				}
 			}
 		})
 	}

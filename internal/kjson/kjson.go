@@ -28,3 +28,9 @@ var options = json.JoinOptions(
 func Unmarshal(data []byte, v any) error {
 	return json.Unmarshal(data, v, options)
 }
+
+// UnmarshalDecode decodes the decoder's next value into v, for a type that decodes itself
+// (json.UnmarshalerFrom) as part of a document Unmarshal reads.
+func UnmarshalDecode(dec *jsontext.Decoder, v any) error {
+	return json.UnmarshalDecode(dec, v, options)
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -84,13 +85,15 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		}
 	}
 	plan, err := newPlan(pol, Input{
-		Operation:       req.Operation,
-		SubResource:     req.SubResource,
-		Namespace:       req.Namespace,
-		NamespaceLabels: labels,
-		OwnNamespace:    h.OwnNamespace,
-		Object:          req.Object.Raw,
-		OldObject:       req.OldObject.Raw,
+		Operation:        req.Operation,
+		SubResource:      req.SubResource,
+		Namespace:        req.Namespace,
+		NamespaceLabels:  labels,
+		OwnNamespace:     h.OwnNamespace,
+		Object:           req.Object.Raw,
+		OldObject:        req.OldObject.Raw,
+		DecodedObject:    decoded(req.Object),
+		DecodedOldObject: decoded(req.OldObject),
 	}, h.decisions.For(pol))
 	if err != nil {
 		if errors.Is(err, ErrBadRequest) {
@@ -124,6 +127,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		resp.Patch, resp.PatchType = patch, new(admissionv1.PatchTypeJSONPatch)
 	}
 	return resp
+}
+
+// decoded is the object the caller decoded along with the review, if it did.
+func decoded(ext runtime.RawExtension) *DecodedObject {
+	d, _ := ext.Object.(*DecodedObject)
+	return d
 }
 
 func (h *Handler) skip(reason, message string) admission.Response {

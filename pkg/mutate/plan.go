@@ -38,6 +38,26 @@ type Input struct {
 	OwnNamespace string
 	Object       []byte
 	OldObject    []byte
+	// DecodedObject and DecodedOldObject, when set, stand for Object and OldObject: the caller
+	// decoded them along with its review.
+	DecodedObject    *DecodedObject
+	DecodedOldObject *DecodedObject
+}
+
+// object returns the admitted pod, from its decoded form when the caller has it.
+func (in Input) object() (*podView, error) {
+	if in.DecodedObject != nil {
+		return decodedPod(in.DecodedObject, "object")
+	}
+	return decodePod(in.Object, "object")
+}
+
+// oldObject returns the pod before an UPDATE.
+func (in Input) oldObject() (*podView, error) {
+	if in.DecodedOldObject != nil {
+		return decodedPod(in.DecodedOldObject, "oldObject")
+	}
+	return decodePod(in.OldObject, "oldObject")
 }
 
 // ErrBadRequest marks input that is not a Pod admission pullgate can act on.
@@ -75,7 +95,7 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 
 // newPlan is NewPlan with a memo of image decisions, which may be nil.
 func newPlan(pol *policy.Compiled, in Input, memo *decisions) (*Plan, error) {
-	pod, err := decodePod(in.Object, "object")
+	pod, err := in.object()
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +151,7 @@ func changeable(in Input, pod *podView) ([]site, bool, error) {
 	if in.Operation != admissionv1.Update {
 		return nil, false, fmt.Errorf("%w: operation %q on pods is not mutated", ErrBadRequest, in.Operation)
 	}
-	old, err := decodePod(in.OldObject, "oldObject")
+	old, err := in.oldObject()
 	if err != nil {
 		return nil, false, err
 	}
@@ -273,7 +293,7 @@ func missingSecrets(have []corev1.LocalObjectReference, want []string) ([]string
 
 func decodePod(raw []byte, what string) (*podView, error) {
 	if len(raw) == 0 || string(raw) == "null" {
-		return nil, fmt.Errorf("%w: %s is empty", ErrBadRequest, what)
+		return nil, emptyObject(what)
 	}
 	var pod podView
 	// Case-sensitive, as the API server decodes: encoding/json would also read "SPEC" or
@@ -281,10 +301,19 @@ func decodePod(raw []byte, what string) (*podView, error) {
 	if err := kjson.Unmarshal(raw, &pod); err != nil {
 		return nil, fmt.Errorf("%w: %s is not a Pod: %w", ErrBadRequest, what, err)
 	}
+	return &pod, checkKind(&pod, what)
+}
+
+func emptyObject(what string) error {
+	return fmt.Errorf("%w: %s is empty", ErrBadRequest, what)
+}
+
+// checkKind refuses an object that says it is something other than a v1 Pod.
+func checkKind(pod *podView, what string) error {
 	if pod.Kind != "" && (pod.Kind != "Pod" || (pod.APIVersion != "" && pod.APIVersion != "v1")) {
-		return nil, fmt.Errorf("%w: %s is %s %s, not a v1 Pod", ErrBadRequest, what, pod.APIVersion, pod.Kind)
+		return fmt.Errorf("%w: %s is %s %s, not a v1 Pod", ErrBadRequest, what, pod.APIVersion, pod.Kind)
 	}
-	return &pod, nil
+	return nil
 }
 
 // Requests lists what to resolve, one request per distinct reference.
