@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"sync"
 	"testing"
@@ -126,4 +127,41 @@ func corpusValue(data []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return []byte(v), true
+}
+
+// FuzzAdmissionMatchesControllerRuntime: whatever JSON the body holds, pullgate's adapter (which
+// decodes the pod along with the review, or falls back to raw objects) answers as
+// controller-runtime's adapter does on the same handler: the same response when the review
+// decodes, the same refusal code when not. What is not JSON ours refuses, where
+// controller-runtime tries YAML (TestAdmissionHTTPRefusals). The envelope's apiVersion and kind
+// are compared by TestAdmissionHTTPMatchesControllerRuntime only: for envelopes the API server
+// never sends (apiVersion "/", keys in another case) controller-runtime echoes its own reading.
+func FuzzAdmissionMatchesControllerRuntime(f *testing.F) {
+	f.Add(reviewJSON(f))
+	f.Add(reviewOf("UPDATE", "apps", loadPod, `,"oldObject":`+loadPod))
+	f.Add(reviewOf("CREATE", "apps", loadPod, `,"object":null`))
+	h := testHandler(f)
+	ours := &admissionHTTP{handler: h, log: logr.Discard()}
+	theirs := controllerRuntime(h)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got := send(ours, http.MethodPost, "application/json", bytes.NewReader(body))
+		if !json.Valid(body) {
+			if _, g := decoded(t, got); g.Allowed || resultCode(g) != http.StatusBadRequest {
+				t.Fatalf("not JSON, yet allowed=%v code=%d", g.Allowed, resultCode(g))
+			}
+			return
+		}
+		want := send(theirs, http.MethodPost, "application/json", bytes.NewReader(body))
+		_, g := decoded(t, got)
+		_, w := decoded(t, want)
+		if w.Allowed || resultCode(w) != http.StatusBadRequest {
+			if !reflect.DeepEqual(g, w) {
+				t.Fatalf("answers differ\nours:               %.600s\ncontroller-runtime: %.600s", got.Body, want.Body)
+			}
+			return
+		}
+		if g.Allowed || resultCode(g) != resultCode(w) {
+			t.Fatalf("ours allowed=%v code=%d, controller-runtime allowed=%v code=%d (%s)", g.Allowed, resultCode(g), w.Allowed, resultCode(w), w.Result.Message)
+		}
+	})
 }
