@@ -108,8 +108,8 @@ func (h *harness) startWebhook(ctx context.Context, name string) (*server, error
 	return nil, errors.Join(errs...)
 }
 
-// startFloor starts this binary again as the floor webhook.
-func (h *harness) startFloor(ctx context.Context) (*server, error) {
+// startFloor starts this binary again as the floor webhook, decoding reviews with decoder.
+func (h *harness) startFloor(ctx context.Context, decoder string) (*server, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -121,7 +121,7 @@ func (h *harness) startFloor(ctx context.Context) (*server, error) {
 			return nil, err
 		}
 		base := "https://127.0.0.1:" + strconv.Itoa(ports[0])
-		proc, err := startChild("floor", h.logPath("floor"), exe, floorCommand, "-cert-dir", h.tls.dir, "-addr", "127.0.0.1:"+strconv.Itoa(ports[0]))
+		proc, err := startChild("floor", h.logPath("floor"), exe, floorCommand, "-cert-dir", h.tls.dir, "-addr", "127.0.0.1:"+strconv.Itoa(ports[0]), "-decoder", decoder)
 		if err != nil {
 			return nil, err
 		}
@@ -245,8 +245,8 @@ func (h *harness) run(ctx context.Context) error {
 		_, _ = fmt.Fprintf(os.Stderr, "load: %s done in %s\n", sc.name, time.Since(began).Round(time.Millisecond))
 		for i, r := range rs {
 			key := sc.name
-			if len(rs) > 1 && i == 0 {
-				key = "floor" // the warm scenario's first row
+			if sc.name == "warm" && i < len(rs)-1 {
+				key = []string{"floor", "floor-kjson"}[i] // the warm scenario's floors come first
 			}
 			rows[key] = r
 			order = append(order, key)
@@ -298,43 +298,58 @@ func selfCPU() time.Duration {
 // same load. The two run in alternating slices (floor, pullgate, pullgate, floor, ...) so that
 // whatever else the machine does at the time weighs on both alike.
 func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, error) {
-	fl, err := h.startFloor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	pg, err := h.startWebhook(ctx, "warm")
-	if err != nil {
-		fl.proc.stop()
-		return nil, err
-	}
-	floor := row{name: "floor: trivial webhook, same load as (a)", registry: "-", st: stats{samples: map[string]int{}}}
-	warm := row{name: fmt.Sprintf("(a) warm: %d tags repeated", h.o.warmTags), st: stats{samples: map[string]int{}}}
 	type side struct {
 		s     *server
 		r     *row
 		check func([]byte) error
 	}
-	sides := []side{{fl, &floor, allowed}, {pg, &warm, pinned(1)}}
+	var sides []side
+	stop := func() {
+		for _, x := range sides {
+			x.s.proc.stop()
+		}
+	}
+	floor := row{name: "floor: trivial webhook, same load as (a)", registry: "-", st: stats{samples: map[string]int{}}}
+	floorK := row{name: "floor with pullgate's JSON decoder (kjson)", registry: "-", st: stats{samples: map[string]int{}}}
+	warm := row{name: fmt.Sprintf("(a) warm: %d tags repeated", h.o.warmTags), st: stats{samples: map[string]int{}}}
+	for _, f := range []struct {
+		decoder string
+		r       *row
+	}{{"encoding/json", &floor}, {"kjson", &floorK}} {
+		s, err := h.startFloor(ctx, f.decoder)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		sides = append(sides, side{s, f.r, allowed})
+	}
+	pg, err := h.startWebhook(ctx, "warm")
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	sides = append(sides, side{pg, &warm, pinned(1)})
 	for _, x := range sides {
 		if err := h.prime(ctx, x.s, h.o.concurrency, max(2*h.o.concurrency, h.o.warmTags), body, x.check); err != nil {
-			fl.proc.stop()
-			pg.proc.stop()
+			stop()
 			return nil, err
 		}
 	}
 	before := h.mirror.manifests.Load()
-	// The profile spans the floor's slices too; pullgate is idle then, so what it shows is
+	// The profile spans the floors' slices too; pullgate is idle then, so what it shows is
 	// pullgate's share of the warm load.
 	profiled := make(chan error, 1)
 	if pg.pprof != "" {
-		go func() { profiled <- profile(ctx, pg.pprof, 2*h.o.duration, h.o.cpuprofile) }()
+		go func() {
+			profiled <- profile(ctx, pg.pprof, time.Duration(len(sides))*h.o.duration, h.o.cpuprofile)
+		}()
 	} else {
 		profiled <- nil
 	}
 	slice := h.o.duration / time.Duration(h.o.rounds)
 	for i := range h.o.rounds {
 		for j := range sides {
-			x := sides[(i+j)%2]
+			x := sides[(i+j)%len(sides)]
 			st, cpu, gen := x.s.run(ctx, attack{
 				url: x.s.url, client: x.s.client, concurrency: h.o.concurrency, rate: h.o.rate,
 				duration: slice, body: body, check: x.check,
@@ -345,8 +360,11 @@ func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, er
 		}
 	}
 	warm.registry = fmt.Sprintf("%d manifest requests", h.mirror.manifests.Load()-before)
-	err = errors.Join(<-profiled, fl.finish(&floor), pg.finish(&warm))
-	return []row{floor, warm}, err
+	errs := []error{<-profiled}
+	for _, x := range sides {
+		errs = append(errs, x.s.finish(x.r))
+	}
+	return []row{floor, floorK, warm}, errors.Join(errs...)
 }
 
 // coldBudget is how many requests a cold scenario may make: tags are pushed before it starts,
@@ -540,10 +558,17 @@ func (h *harness) report(rows map[string]row, order []string) error {
 		p99 := float64(warm.st.quantile(.99)) / float64(floor.st.quantile(.99))
 		target("(a) warm req/s vs floor", fmt.Sprintf("%.2fx (%.0f vs %.0f)", thr, warm.st.throughput(), floor.st.throughput()), ">= 0.80x", thr >= 0.8)
 		target("(a) warm p99 vs floor", fmt.Sprintf("%.2fx (%s vs %s)", p99, ms(warm.st.quantile(.99)), ms(floor.st.quantile(.99))), "<= 2x", p99 <= 2)
+		per := func(r row) float64 { return float64(r.cpu) / float64(max(1, r.st.requests)) }
 		if warm.cpu > 0 && floor.cpu > 0 {
-			per := func(r row) float64 { return float64(r.cpu) / float64(max(1, r.st.requests)) }
 			_, _ = fmt.Fprintf(t, "(a) warm webhook CPU/req vs floor\t%.2fx (%s vs %s)\t(for information)\t\n", per(warm)/per(floor),
 				perRequest(warm.cpu, warm.st.requests), perRequest(floor.cpu, floor.st.requests))
+		}
+		// The floor decodes with encoding/json, as a trivial webhook would; pullgate's decoder is
+		// faster, so this one says what pullgate costs beyond decoding the same way.
+		if fk, ok := rows["floor-kjson"]; ok && fk.cpu > 0 && warm.cpu > 0 {
+			_, _ = fmt.Fprintf(t, "(a) warm req/s vs floor with kjson\t%.2fx (%.0f vs %.0f)\t(for information)\t\n", warm.st.throughput()/fk.st.throughput(), warm.st.throughput(), fk.st.throughput())
+			_, _ = fmt.Fprintf(t, "(a) warm webhook CPU/req vs floor with kjson\t%.2fx (%s vs %s)\t(for information)\t\n", per(warm)/per(fk),
+				perRequest(warm.cpu, warm.st.requests), perRequest(fk.cpu, fk.st.requests))
 		}
 	}
 	if burst, ok := rows["burst"]; ok {
