@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -247,10 +248,46 @@ func (w *Webhook) Stop() { w.Process.Stop(5 * time.Second) }
 // with SIGCONT when t ends, before the process is stopped.
 func (w *Webhook) Freeze(t testing.TB) {
 	t.Helper()
-	if err := syscall.Kill(w.Process.Pid(), syscall.SIGSTOP); err != nil {
+	pid := w.Process.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP webhook: %v", err)
 	}
-	t.Cleanup(func() { _ = syscall.Kill(w.Process.Pid(), syscall.SIGCONT) })
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	// kill returns once the signal is queued; each thread stops when it next notices it, and a
+	// request arriving in between would still be answered. Wait until every thread has stopped.
+	err := Poll(t.Context(), 10*time.Second, func(context.Context) (bool, error) { return allStopped(pid) })
+	if err != nil {
+		t.Fatalf("webhook %d not stopped after SIGSTOP: %v", pid, err)
+	}
+}
+
+// allStopped reports whether every thread of pid is in the stopped state ("T" in its stat).
+func allStopped(pid int) (bool, error) {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil {
+		return false, err
+	}
+	if len(stats) == 0 {
+		return false, fmt.Errorf("process %d has no threads: it has exited", pid)
+	}
+	for _, path := range stats {
+		b, err := os.ReadFile(path) //nolint:gosec // G304: /proc of our own child
+		if errors.Is(err, os.ErrNotExist) {
+			continue // a thread that ended meanwhile has nothing to stop
+		}
+		if err != nil {
+			return false, err
+		}
+		// "pid (comm) S ...": the state follows the last ')', as comm may hold one.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, fmt.Errorf("unexpected %s: %q", path, b)
+		}
+		if b[i+2] != 'T' {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // ReplacePolicy writes p to a temporary file beside the policy and renames it over the policy:
