@@ -31,9 +31,10 @@ const maxReviewSize = 7 << 20
 // admissionHTTP serves AdmissionReviews for an admission.Handler, in place of controller-runtime's
 // admission.Webhook. That one parses every body twice (the universal deserializer sniffs the
 // version, then decodes) and builds its per-request logger through the global delegating
-// logger: under warm load, a third of an admission's CPU. This adapter decodes once, with the
-// same case-sensitive decoder, and answers the same: HTTP 200 and a review whatever happens,
-// errors as allowed=false with the code inside, the request's apiVersion and kind echoed.
+// logger: under warm load, a third of an admission's CPU. This adapter decodes once, the pod
+// included (decodeReview), accepting what the same case-sensitive decoder accepts, and answers
+// the same: HTTP 200 and a review whatever happens, errors as allowed=false with the code
+// inside, the request's apiVersion and kind echoed (FuzzAdmissionMatchesControllerRuntime).
 // Unlike it, it serves POST only.
 //
 // It is registered on controller-runtime's webhook.Server, which keeps serving TLS, reloading

@@ -28,7 +28,8 @@ const (
 	SkipOptedOut          = "opted-out"
 )
 
-// Input is one admission as the core sees it: raw objects, never re-encoded.
+// Input is one admission as the core sees it: its objects raw, or decoded by the caller along
+// with the review, never re-encoded.
 type Input struct {
 	Operation       admissionv1.Operation
 	SubResource     string // "" or "ephemeralcontainers"
