@@ -4,7 +4,8 @@
 
 # The builder runs on the build host's platform and cross-compiles, which is much faster than
 # emulating the target architecture.
-FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+# The Go release the Makefile builds with (GOTOOLCHAIN there).
+FROM --platform=$BUILDPLATFORM golang:1.27.3 AS build
 WORKDIR /src
 # Dependencies first: this layer is reused until go.mod or go.sum change.
 COPY go.mod go.sum ./

@@ -8,6 +8,9 @@
 #
 # Prints the directory holding the binaries on its last line.
 set -euo pipefail
+# The test servers are built with this machine's own Go (checked with go1.26.8), whatever the
+# Makefile picks to build pullgate: make e2e calls this script with GOTOOLCHAIN set.
+export GOTOOLCHAIN=${KUBE_GOTOOLCHAIN:-local}
 
 version=${KUBE_VERSION:-v1.37.2}
 staging=v0${version#v1}

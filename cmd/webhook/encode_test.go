@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
 )
 
 func sameAsMarshal(t *testing.T, review admissionv1.AdmissionReview) {
@@ -20,7 +21,7 @@ func sameAsMarshal(t *testing.T, review admissionv1.AdmissionReview) {
 		t.Fatal(err)
 	}
 	got, err := encodeReview(review)
-	if err != nil || !bytes.Equal(got, want) {
+	if err != nil || !kjsontest.SameAsMarshal(got, want) {
 		t.Fatalf("encodeReview differs from json.Marshal (%v):\ngot  %s\nwant %s", err, got, want)
 	}
 }

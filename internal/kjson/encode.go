@@ -5,7 +5,8 @@ import "unicode/utf8"
 const hexDigits = "0123456789abcdef"
 
 // AppendString appends s as encoding/json does: quotes, backslashes and control characters
-// escaped, <, > and & escaped for HTML, U+2028 and U+2029 escaped, invalid UTF-8 as U+FFFD.
+// escaped, <, > and & escaped for HTML, U+2028 and U+2029 escaped, invalid UTF-8 as the escape
+// \ufffd (go1.27's encoding/json writes the character itself; both decode the same).
 func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0

@@ -1,12 +1,12 @@
 package mutate_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"testing"
 
 	"gomodules.xyz/jsonpatch/v2"
 
+	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
 	"github.com/pullgate/pullgate/pkg/mutate"
 )
 
@@ -18,7 +18,7 @@ func sameAsMarshal(t *testing.T, ops []jsonpatch.JsonPatchOperation) {
 	if (err == nil) != (wantErr == nil) {
 		t.Fatalf("error %v, json.Marshal's %v", err, wantErr)
 	}
-	if !bytes.Equal(got, want) {
+	if !kjsontest.SameAsMarshal(got, want) {
 		t.Fatalf("EncodePatch differs from json.Marshal:\ngot  %s\nwant %s", got, want)
 	}
 }
