@@ -574,3 +574,34 @@ func TestAdmissionTricklingBody(t *testing.T) {
 		t.Fatalf("answer %+v, err %v", review.Response, err)
 	}
 }
+
+// TestBodyBuffersAreNotAliased: bodies are read into recycled buffers, so nothing a handler is
+// given may point into one. A request kept from one call must read the same after later calls
+// have reused its buffer.
+func TestBodyBuffersAreNotAliased(t *testing.T) {
+	t.Parallel()
+	var kept []admission.Request
+	a := &admissionHTTP{log: logr.Discard(), handler: admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
+		kept = append(kept, req)
+		return admission.Allowed("")
+	})}
+	review := func(ns string) []byte {
+		return reviewOf("UPDATE", ns, loadPod, `,"oldObject":`+loadPod+`,"options":{"kind":"UpdateOptions","fieldManager":"`+ns+`"}`)
+	}
+	for _, ns := range []string{"aaaaaaaa", "bbbbbbbb", "cccccccc"} {
+		if w := send(a, http.MethodPost, "application/json", bytes.NewReader(review(ns))); w.Code != http.StatusOK {
+			t.Fatalf("%s: HTTP %d", ns, w.Code)
+		}
+	}
+	first := kept[0]
+	if first.Namespace != "aaaaaaaa" || !bytes.Contains(first.Options.Raw, []byte(`"fieldManager":"aaaaaaaa"`)) || first.UserInfo.Username == "" {
+		t.Errorf("the first request changed after its buffer was reused: namespace %q, options %s", first.Namespace, first.Options.Raw)
+	}
+	want, _, err := decodeReview(review("aaaaaaaa"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(first, want) {
+		t.Errorf("the first request changed after its buffer was reused:\n%+v\nwant %+v", first, want)
+	}
+}

@@ -12,16 +12,18 @@ import (
 	"github.com/pullgate/pullgate/internal/kjson"
 )
 
-// encodeReview writes an answering AdmissionReview byte for byte as json.Marshal writes it,
-// without reflection, which was 5% of a warm admission's CPU under load. It writes what a
+// appendReview appends an answering AdmissionReview to b, byte for byte as json.Marshal writes
+// it, without reflection, which was 5% of a warm admission's CPU under load. It writes what a
 // handler's answer holds; anything else (a request, status details, list metadata) goes
 // through json.Marshal.
-func encodeReview(review admissionv1.AdmissionReview) ([]byte, error) {
+func appendReview(b []byte, review admissionv1.AdmissionReview) ([]byte, error) {
 	r := review.Response
 	if review.Request != nil || r == nil || (r.Result != nil && (r.Result.Details != nil || r.Result.ListMeta != (metav1.ListMeta{}))) {
-		return json.Marshal(review)
+		raw, err := json.Marshal(review)
+		return append(b, raw...), err
 	}
-	size := 128 + base64.StdEncoding.EncodedLen(len(r.Patch))
+	// What the members' names and punctuation take, plus the values: one allocation at most.
+	size := 320 + len(review.Kind) + len(review.APIVersion) + len(r.UID) + base64.StdEncoding.EncodedLen(len(r.Patch))
 	if r.Result != nil {
 		size += len(r.Result.Message)
 	}
@@ -31,10 +33,11 @@ func encodeReview(review admissionv1.AdmissionReview) ([]byte, error) {
 	for _, w := range r.Warnings {
 		size += len(w) + 4
 	}
-	b := make([]byte, 0, size)
+	b = slices.Grow(b, size)
+	start := len(b)
 	b = append(b, '{')
 	b = appendTypeMeta(b, review.TypeMeta)
-	if len(b) > 1 {
+	if len(b) > start+1 {
 		b = append(b, ',')
 	}
 	b = append(b, `"response":{"uid":`...)

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullgate/pullgate/pkg/policy"
 )
@@ -186,15 +187,15 @@ func (p *Plan) secretOps(r *Result) []jsonpatch.JsonPatchOperation {
 		r.Changes = append(r.Changes, Change{Action: ActionPullSecret, Field: "spec.imagePullSecrets", To: s})
 	}
 	if p.createSecrets {
-		refs := make([]map[string]string, len(p.secrets))
+		refs := make([]corev1.LocalObjectReference, len(p.secrets))
 		for i, s := range p.secrets {
-			refs[i] = map[string]string{"name": s}
+			refs[i] = corev1.LocalObjectReference{Name: s}
 		}
 		return []jsonpatch.JsonPatchOperation{jsonpatch.NewOperation("add", "/spec/imagePullSecrets", refs)}
 	}
 	ops := make([]jsonpatch.JsonPatchOperation, len(p.secrets))
 	for i, s := range p.secrets {
-		ops[i] = jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", map[string]string{"name": s})
+		ops[i] = jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", corev1.LocalObjectReference{Name: s})
 	}
 	return ops
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullgate/pullgate/internal/kjson"
 )
@@ -21,13 +22,14 @@ func EncodePatch(ops []jsonpatch.JsonPatchOperation) ([]byte, error) {
 		switch v := op.Value.(type) {
 		case string:
 			size += len(v)
-		case map[string]string:
-			if !isRef(v) {
-				return json.Marshal(ops)
+		case corev1.LocalObjectReference:
+			size += len(v.Name)
+		case []corev1.LocalObjectReference:
+			if v == nil {
+				return json.Marshal(ops) // null
 			}
-		case []map[string]string:
-			if v == nil || !allRefs(v) {
-				return json.Marshal(ops)
+			for _, r := range v {
+				size += len(r.Name) + 12
 			}
 		default:
 			return json.Marshal(ops)
@@ -46,15 +48,15 @@ func EncodePatch(ops []jsonpatch.JsonPatchOperation) ([]byte, error) {
 		switch v := op.Value.(type) {
 		case string:
 			b = kjson.AppendString(b, v)
-		case map[string]string:
-			b = appendRef(b, v["name"])
-		case []map[string]string:
+		case corev1.LocalObjectReference:
+			b = appendRef(b, v)
+		case []corev1.LocalObjectReference:
 			b = append(b, '[')
-			for j, m := range v {
+			for j, r := range v {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendRef(b, m["name"])
+				b = appendRef(b, r)
 			}
 			b = append(b, ']')
 		}
@@ -63,21 +65,10 @@ func EncodePatch(ops []jsonpatch.JsonPatchOperation) ([]byte, error) {
 	return append(b, ']'), nil
 }
 
-// isRef reports whether m is a LocalObjectReference: {"name": ...} and nothing else.
-func isRef(m map[string]string) bool {
-	_, ok := m["name"]
-	return ok && len(m) == 1
-}
-
-func allRefs(ms []map[string]string) bool {
-	for _, m := range ms {
-		if !isRef(m) {
-			return false
-		}
+// appendRef writes a LocalObjectReference: its name is omitempty.
+func appendRef(b []byte, r corev1.LocalObjectReference) []byte {
+	if r.Name == "" {
+		return append(b, "{}"...)
 	}
-	return true
-}
-
-func appendRef(b []byte, name string) []byte {
-	return append(kjson.AppendString(append(b, `{"name":`...), name), '}')
+	return append(kjson.AppendString(append(b, `{"name":`...), r.Name), '}')
 }

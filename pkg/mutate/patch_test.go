@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
 	"github.com/pullgate/pullgate/pkg/mutate"
@@ -25,13 +26,13 @@ func sameAsMarshal(t *testing.T, ops []jsonpatch.JsonPatchOperation) {
 
 func TestEncodePatch(t *testing.T) {
 	t.Parallel()
-	ref := func(n string) map[string]string { return map[string]string{"name": n} }
+	ref := func(n string) corev1.LocalObjectReference { return corev1.LocalObjectReference{Name: n} }
 	cases := map[string][]jsonpatch.JsonPatchOperation{
 		"empty": nil,
 		"what pullgate writes": {
 			jsonpatch.NewOperation("replace", "/spec/containers/0/image", "mirror.example.com/hub/library/nginx:1.27@sha256:b73f3f2bc0815a21fbd680a52b090d2dfb3fce64a93dccc8bd59b9c6727148ba"),
 			jsonpatch.NewOperation("add", "/spec/containers/0/imagePullPolicy", "IfNotPresent"),
-			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []map[string]string{ref("a"), ref("b")}),
+			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{ref("a"), ref("b")}),
 			jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", ref("c")),
 		},
 		"escapes": {
@@ -40,15 +41,15 @@ func TestEncodePatch(t *testing.T) {
 		},
 		"empty strings and references": {
 			jsonpatch.NewOperation("add", "", ""),
-			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []map[string]string{}),
+			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{}),
+			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{ref("")}),
 			jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", ref("")),
 		},
-		"nil values":                  {{Operation: "add", Path: "/a"}, {Operation: "replace", Path: "/b"}, {Operation: "remove", Path: "/c"}},
-		"a typed nil list":            {jsonpatch.NewOperation("add", "/a", []map[string]string(nil))},
-		"a map that is not a ref":     {jsonpatch.NewOperation("add", "/a", map[string]string{"name": "x", "b": "y"})},
-		"a list that is not all refs": {jsonpatch.NewOperation("add", "/a", []map[string]string{ref("x"), {"other": "y"}})},
-		"other values":                {jsonpatch.NewOperation("add", "/a", 3), jsonpatch.NewOperation("add", "/b", map[string]any{"k": []int{1}})},
-		"an unmarshallable value":     {jsonpatch.NewOperation("add", "/a", func() {})},
+		"nil values":              {{Operation: "add", Path: "/a"}, {Operation: "replace", Path: "/b"}, {Operation: "remove", Path: "/c"}},
+		"a typed nil list":        {jsonpatch.NewOperation("add", "/a", []corev1.LocalObjectReference(nil))},
+		"maps":                    {jsonpatch.NewOperation("add", "/a", map[string]string{"name": "x"}), jsonpatch.NewOperation("add", "/b", []map[string]string{{"name": "y"}})},
+		"other values":            {jsonpatch.NewOperation("add", "/a", 3), jsonpatch.NewOperation("add", "/b", map[string]any{"k": []int{1}})},
+		"an unmarshallable value": {jsonpatch.NewOperation("add", "/a", func() {})},
 	}
 	for name, ops := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -64,8 +65,8 @@ func FuzzEncodePatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, op, path, value, secret string) {
 		sameAsMarshal(t, []jsonpatch.JsonPatchOperation{
 			jsonpatch.NewOperation(op, path, value),
-			jsonpatch.NewOperation(op, path, map[string]string{"name": secret}),
-			jsonpatch.NewOperation(op, path, []map[string]string{{"name": secret}, {"name": value}}),
+			jsonpatch.NewOperation(op, path, corev1.LocalObjectReference{Name: secret}),
+			jsonpatch.NewOperation(op, path, []corev1.LocalObjectReference{{Name: secret}, {Name: value}}),
 		})
 	})
 }
