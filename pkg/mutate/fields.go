@@ -96,33 +96,31 @@ func volumeEntries(vs []volume) []container {
 	return out
 }
 
-// field is the human-readable path, as API server messages write it.
-func (s site) field() string {
-	if s.kind == volumes {
-		return "spec.volumes[" + strconv.Itoa(s.index) + "].image.reference"
-	}
-	return "spec." + string(s.kind) + "[" + strconv.Itoa(s.index) + "].image"
-}
+// field is the human-readable path of the image, as API server messages write it.
+func (s site) field() string { return s.dotted("image", "image.reference") }
+
+// pullPolicyField is the human-readable path of the image's pull policy.
+func (s site) pullPolicyField() string { return s.dotted("imagePullPolicy", "image.pullPolicy") }
 
 // imagePath is the JSON pointer of the image.
-func (s site) imagePath() string {
-	if s.kind == volumes {
-		return "/spec/volumes/" + strconv.Itoa(s.index) + "/image/reference"
-	}
-	return "/spec/" + string(s.kind) + "/" + strconv.Itoa(s.index) + "/image"
-}
+func (s site) imagePath() string { return s.pointer("image", "image/reference") }
 
 // pullPolicyPath is the JSON pointer of the image's pull policy.
-func (s site) pullPolicyPath() string {
-	if s.kind == volumes {
-		return "/spec/volumes/" + strconv.Itoa(s.index) + "/image/pullPolicy"
-	}
-	return "/spec/" + string(s.kind) + "/" + strconv.Itoa(s.index) + "/imagePullPolicy"
+func (s site) pullPolicyPath() string { return s.pointer("imagePullPolicy", "image/pullPolicy") }
+
+// dotted is spec.<list>[<index>].<member>, the member named as in a container or a volume.
+func (s site) dotted(container, volume string) string {
+	return "spec." + string(s.kind) + "[" + strconv.Itoa(s.index) + "]." + s.member(container, volume)
 }
 
-func (s site) pullPolicyField() string {
+// pointer is /spec/<list>/<index>/<member>.
+func (s site) pointer(container, volume string) string {
+	return "/spec/" + string(s.kind) + "/" + strconv.Itoa(s.index) + "/" + s.member(container, volume)
+}
+
+func (s site) member(container, volume string) string {
 	if s.kind == volumes {
-		return "spec.volumes[" + strconv.Itoa(s.index) + "].image.pullPolicy"
+		return volume
 	}
-	return "spec." + string(s.kind) + "[" + strconv.Itoa(s.index) + "].imagePullPolicy"
+	return container
 }
