@@ -54,6 +54,10 @@ type testRegistry struct {
 	cert atomic.Pointer[tls.Certificate]
 
 	registryHandler http.HandlerFunc // the registry itself, for faults that wrap its answers
+	// pushes is the test's own client. One connection at a time: a client free to open more
+	// may still be dialling one when the push returns, which would then count as a connection
+	// made by the code under test.
+	pushes *http.Transport
 
 	// tlsConns and plainConns count the connections that opened with a TLS handshake and
 	// with anything else (plain HTTP), whether or not the server could make sense of them:
@@ -124,6 +128,9 @@ func newRegistry(t testing.TB, opts ...func(*testRegistry, *httptest.Server)) *t
 	t.Cleanup(func() { close(tr.done) })
 	tr.srv = srv
 	tr.host = strings.TrimPrefix(strings.TrimPrefix(srv.URL, "http://"), "https://")
+	tr.pushes = srv.Client().Transport.(*http.Transport).Clone()
+	tr.pushes.MaxConnsPerHost = 1
+	t.Cleanup(tr.pushes.CloseIdleConnections)
 	return tr
 }
 
@@ -210,11 +217,7 @@ func (tr *testRegistry) ref(t testing.TB, repoTag string) name.Tag {
 const pushAgent = "pullgate-test-push"
 
 func (tr *testRegistry) remoteOpts() []remote.Option {
-	opts := []remote.Option{remote.WithUserAgent(pushAgent)}
-	if tr.srv.TLS != nil {
-		opts = append(opts, remote.WithTransport(tr.srv.Client().Transport))
-	}
-	return opts
+	return []remote.Option{remote.WithUserAgent(pushAgent), remote.WithTransport(tr.pushes)}
 }
 
 // push writes a random image to repoTag and returns its digest.
