@@ -80,6 +80,7 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		MaxStale:           p.Resolve.MaxStale.Duration,
 		NoStale:            p.Resolve.MaxStale.Duration == 0,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
+		VerifyDigest:       p.Resolve.VerifyDigest,
 		// Unlisted registries are chosen by pod authors: public addresses only, unless allowed.
 		AllowPrivateUnlisted: p.Resolve.AllowPrivateUnlisted,
 		Registries:           map[string]resolve.Registry{},

@@ -104,6 +104,10 @@ type Resolve struct {
 	// FallbackToUpstream asks the upstream registry when the mirror fails, and pins the answer
 	// only if the mirror serves that digest.
 	FallbackToUpstream bool `json:"fallbackToUpstream,omitempty"`
+	// VerifyDigest checks, before pinning, that the mirror serves the digest it names for a tag:
+	// one more request per cache miss, against a registry that answers tags with manifests it
+	// no longer holds (pods pinned to them would fail to pull).
+	VerifyDigest bool `json:"verifyDigest,omitempty"`
 	// UsePodPullSecrets authenticates resolution with the pod's own imagePullSecrets.
 	UsePodPullSecrets bool `json:"usePodPullSecrets,omitempty"`
 	// AllowPrivateUnlisted lets pullgate resolve images on registries that are neither a mirror

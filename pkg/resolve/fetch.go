@@ -41,6 +41,11 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	}
 
 	digest, err := r.call(ctx, cfg, ref, pod, manifestDigest)
+	if err == nil && cfg.verify {
+		if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
+			err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
+		}
+	}
 	if err == nil {
 		r.cache.put(key, entry{digest: digest, stored: cfg.now()})
 		return flightResult{digest: digest}, nil
@@ -49,7 +54,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		d, ferr := r.call(ctx, cfg, *upstream, pod, manifestDigest)
 		if ferr == nil {
 			// Pin only what the mirror can serve, or the pod would fail to pull.
-			if _, verr := r.call(ctx, cfg, ref.Context().Digest(d), pod, manifestDigest); verr != nil {
+			if verr := r.verify(ctx, cfg, ref, d, pod); verr != nil {
 				ferr = fmt.Errorf("the mirror does not serve the upstream's %s: %w", d, verr)
 			}
 		}
@@ -66,6 +71,14 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		r.cache.put(key, entry{stored: cfg.now()})
 	}
 	return nil, err
+}
+
+// verify checks that ref's registry serves digest in ref's repository. go-containerregistry
+// checks that what answers is that digest. The error keeps the class of the registry's answer:
+// a 404 is ErrNotFound, and is cached as such.
+func (r *Resolver) verify(ctx context.Context, cfg *config, ref name.Tag, digest string, pod podCreds) error {
+	_, err := r.call(ctx, cfg, ref.Context().Digest(digest), pod, manifestDigest)
+	return err
 }
 
 // op is one piece of work against a registry, given an authenticated transport.

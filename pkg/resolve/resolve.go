@@ -44,6 +44,9 @@ type Options struct {
 	// FallbackToUpstream asks ResolveRequest.Upstream when the mirror fails, and uses the answer
 	// only if the mirror serves that digest.
 	FallbackToUpstream bool
+	// VerifyDigest checks that the registry serves the digest it names for a tag before the
+	// answer is used or cached (one more manifest request per resolution).
+	VerifyDigest bool
 
 	// Registries is keyed by registry host as name.Registry.RegistryStr() spells it
 	// ("127.0.0.1:5000", "index.docker.io"; "docker.io" is folded into the latter). Hosts not
@@ -139,7 +142,7 @@ type Resolver struct {
 type config struct {
 	cacheTTL, maxStale, negativeTTL, timeout, cooldown time.Duration
 	size, failures                                     int
-	fallback, noStale, allowPrivate                    bool
+	fallback, verify, noStale, allowPrivate            bool
 	registries                                         map[string]registry
 	listed                                             map[string]bool // hostKey of every listed host
 	anonymous                                          registry        // for hosts not listed
@@ -234,6 +237,7 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 		size:         count("cacheSize", opts.CacheSize, DefaultCacheSize),
 		failures:     count("breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
 		fallback:     opts.FallbackToUpstream,
+		verify:       opts.VerifyDigest,
 		allowPrivate: opts.AllowPrivateUnlisted,
 		registries:   make(map[string]registry, len(opts.Registries)),
 		listed:       make(map[string]bool, len(opts.Registries)),

@@ -49,6 +49,7 @@ type registryFault struct {
 	// should say insecure (plain HTTP).
 	mirror   func(t *testing.T) (addr string, insecure bool)
 	fallback bool // the policy's resolve.fallbackToUpstream
+	verify   bool // the policy's resolve.verifyDigest
 
 	outcome string // outcome label of pullgate_resolve_duration_seconds that must move
 	code    string // code label of pullgate_registry_requests_total that must move
@@ -97,9 +98,14 @@ func TestRegistryFaults(t *testing.T) {
 		name:    "lost digest",
 		mirror:  proxied(e2e.LoseDigests),
 		outcome: "resolved", code: "200", pins: true,
-		why: "the mirror answers the tag with a digest it then 404s; pullgate takes the mirror's word " +
-			"for a tag and verifies a digest only on the upstream fallback path, so it pins what the " +
-			"node will fail to pull",
+		why: "the mirror answers the tag with a digest it then 404s; by default pullgate takes the " +
+			"mirror's word for a tag (one request per miss), so it pins what the node will fail to pull",
+	}, {
+		name:    "lost digest, verifyDigest",
+		mirror:  proxied(e2e.LoseDigests),
+		verify:  true,
+		outcome: "not_found", code: "404", reason: "for the tag but does not serve it",
+		why: "the same mirror; with resolve.verifyDigest pullgate asks for the digest before pinning it",
 	}, {
 		name:     "lost image, fallbackToUpstream",
 		mirror:   proxied(e2e.LoseManifests),
@@ -193,6 +199,7 @@ func admitThroughFault(t *testing.T, f registryFault, addr string, insecure bool
 	p.Mirrors[0].Insecure = insecure
 	p.Resolve.OnError = onError
 	p.Resolve.FallbackToUpstream = f.fallback
+	p.Resolve.VerifyDigest = f.verify
 	w, _ := env.Pullgate(t, s, p, admissionregistrationv1.Fail)
 	ns := env.Namespace(t, s, "enforce")
 	env.WaitForMutation(t, ns, env.UpstreamRef("e2e/faults-ready@"+readyDigest))

@@ -64,6 +64,7 @@ type Resolve struct {
 	CacheTTL           string `json:"cacheTTL,omitempty"`
 	OnError            string `json:"onError,omitempty"`
 	FallbackToUpstream bool   `json:"fallbackToUpstream,omitempty"`
+	VerifyDigest       bool   `json:"verifyDigest,omitempty"`
 }
 
 // Exclude lists namespaces and image globs pullgate leaves alone.
