@@ -11,6 +11,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -30,12 +31,6 @@ const (
 	ActionPullPolicy = "pullPolicy"
 	ActionPullSecret = "pullSecret"
 )
-
-// Outcome is what the resolver said for one reference.
-type Outcome struct {
-	Resolution
-	Err error
-}
 
 // Change is one modification pullgate makes, or in audit mode would make.
 type Change struct {
@@ -57,9 +52,9 @@ type Result struct {
 	Deny string
 }
 
-// Apply turns the plan and the resolver's outcomes (keyed by ResolveRequest.Ref.String()) into
+// Apply turns the plan and the resolver's outcomes (keyed by contract.ResolveRequest.Ref.String()) into
 // the patch, warnings and annotations. A missing outcome counts as a failed resolution.
-func (p *Plan) Apply(outcomes map[string]Outcome) Result {
+func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 	var r Result
 	warnings := append([]string(nil), p.warnings...)
 	var denials []string

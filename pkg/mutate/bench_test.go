@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullgate/pullgate/internal/podfixture"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
@@ -45,9 +46,9 @@ func BenchmarkPlanApply(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			outcomes := map[string]mutate.Outcome{}
+			outcomes := map[string]contract.Outcome{}
 			for i, r := range p.Requests() {
-				outcomes[r.Ref.String()] = mutate.Outcome{Resolution: mutate.Resolution{Digest: fmt.Sprintf("sha256:%064x", i+1)}}
+				outcomes[r.Ref.String()] = contract.Outcome{Resolution: contract.Resolution{Digest: fmt.Sprintf("sha256:%064x", i+1)}}
 			}
 			if len(outcomes) != n {
 				b.Fatalf("%d requests, want %d", len(outcomes), n)

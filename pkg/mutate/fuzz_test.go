@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -91,13 +92,13 @@ func fieldImage(p *corev1.Pod, where uint8) string {
 
 // fuzzOutcomes answers every request of a plan: a digest derived from the reference, or, with
 // fail, nothing at all (every pin then fails, onError: Keep).
-func fuzzOutcomes(p *Plan, fail bool) map[string]Outcome {
-	out := map[string]Outcome{}
+func fuzzOutcomes(p *Plan, fail bool) map[string]contract.Outcome {
+	out := map[string]contract.Outcome{}
 	if fail {
 		return out
 	}
 	for _, r := range p.Requests() {
-		out[r.Ref.String()] = Outcome{Resolution: Resolution{Digest: digestOf(r.Ref.String())}}
+		out[r.Ref.String()] = contract.Outcome{Resolution: contract.Resolution{Digest: digestOf(r.Ref.String())}}
 	}
 	return out
 }

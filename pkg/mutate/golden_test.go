@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -30,15 +31,15 @@ func digestOf(ref string) string {
 }
 
 // outcomesFor answers every request of a plan, failing the references listed in fail.
-func outcomesFor(p *Plan, fail map[string]bool) map[string]Outcome {
-	out := map[string]Outcome{}
+func outcomesFor(p *Plan, fail map[string]bool) map[string]contract.Outcome {
+	out := map[string]contract.Outcome{}
 	for _, r := range p.Requests() {
 		key := r.Ref.String()
 		if fail[path.Base(r.Upstream.RepositoryStr())] {
-			out[key] = Outcome{Err: errors.New("registry said 503")}
+			out[key] = contract.Outcome{Err: errors.New("registry said 503")}
 			continue
 		}
-		out[key] = Outcome{Resolution: Resolution{Digest: digestOf(key)}}
+		out[key] = contract.Outcome{Resolution: contract.Resolution{Digest: digestOf(key)}}
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -37,7 +38,7 @@ type Recorder interface {
 type Handler struct {
 	Policy PolicySource
 	// Resolver pins tags; nil means no resolution (every pin fails per onError).
-	Resolver Resolver
+	Resolver contract.Resolver
 	// Namespaces may be nil when no API server is reachable; the policy's mode then applies.
 	Namespaces NamespaceLabeler
 	// OwnNamespace is never mutated, so pullgate can always be rescheduled.
@@ -158,19 +159,19 @@ func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) 
 // resolveAll resolves the requests concurrently (at most maxConcurrentResolves at a time) under
 // one budget, so a pod's admission costs the slowest registry answer, not the sum. It returns when all have answered or the budget is
 // spent, whichever comes first; a late answer is dropped rather than waited for.
-func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget time.Duration) map[string]Outcome {
+func (h *Handler) resolveAll(ctx context.Context, reqs []contract.ResolveRequest, budget time.Duration) map[string]contract.Outcome {
 	if len(reqs) == 0 {
 		return nil
 	}
-	out := make(map[string]Outcome, len(reqs))
+	out := make(map[string]contract.Outcome, len(reqs))
 	if h.Resolver == nil {
 		for _, r := range reqs {
-			out[r.Ref.String()] = Outcome{Err: errors.New("no resolver configured")}
+			out[r.Ref.String()] = contract.Outcome{Err: errors.New("no resolver configured")}
 		}
 		return out
 	}
-	if c, ok := h.Resolver.(CachedResolver); ok {
-		var rest []ResolveRequest
+	if c, ok := h.Resolver.(contract.CachedResolver); ok {
+		var rest []contract.ResolveRequest
 		for _, r := range reqs {
 			if o, ok := c.Cached(r); ok {
 				out[r.Ref.String()] = o
@@ -191,14 +192,14 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 	defer cancel()
 	type answer struct {
 		key string
-		o   Outcome
+		o   contract.Outcome
 	}
 	answers := make(chan answer, len(reqs)) // buffered: late senders never block
 	// A few workers, in pod order, rather than one goroutine per reference: a pod author who
 	// writes a thousand distinct tags must not turn one admission into a thousand registry
 	// connections at once, starving every other admission of CPU and the pod's own real images
 	// of their turn. Once the deadline passes, what is still queued costs a cache lookup each.
-	work := make(chan ResolveRequest, len(reqs))
+	work := make(chan contract.ResolveRequest, len(reqs))
 	for _, r := range reqs {
 		work <- r
 	}
@@ -207,7 +208,7 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		go func() {
 			for r := range work {
 				res, err := h.Resolver.Resolve(ctx, r)
-				answers <- answer{r.Ref.String(), Outcome{Resolution: res, Err: err}}
+				answers <- answer{r.Ref.String(), contract.Outcome{Resolution: res, Err: err}}
 			}
 		}()
 	}
@@ -218,7 +219,7 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []ResolveRequest, budget 
 		case <-wait.Done():
 			for _, r := range reqs {
 				if _, ok := out[r.Ref.String()]; !ok {
-					out[r.Ref.String()] = Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
+					out[r.Ref.String()] = contract.Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
 				}
 			}
 			return out

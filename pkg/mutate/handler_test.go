@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
@@ -488,7 +489,7 @@ type countingResolver struct {
 	resolves atomic.Int64
 }
 
-func (c *countingResolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (mutate.Resolution, error) {
+func (c *countingResolver) Resolve(ctx context.Context, req contract.ResolveRequest) (contract.Resolution, error) {
 	c.resolves.Add(1)
 	return c.Resolver.Resolve(ctx, req)
 }

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/pullgate/pullgate/internal/kjson"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -84,7 +85,7 @@ type imagePlan struct {
 	ref       imageRef
 	target    string // repository text the image ends up on: a mirror, or the author's own
 	rewritten bool
-	request   *ResolveRequest // nil when nothing needs resolving
+	request   *contract.ResolveRequest // nil when nothing needs resolving
 	// pullPolicy is what to set once pinned; empty when the field may not change (UPDATE).
 	pullPolicy corev1.PullPolicy
 }
@@ -200,7 +201,7 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, memo *decis
 	}
 	ip := &imagePlan{site: s, ref: d.ref, target: d.target, rewritten: d.rewritten}
 	if d.resolve {
-		ip.request = &ResolveRequest{Ref: d.ref2, Upstream: d.upstream}
+		ip.request = &contract.ResolveRequest{Ref: d.ref2, Upstream: d.upstream}
 		if pol.UsePodPullSecrets() {
 			ip.request.Namespace = in.Namespace
 			for _, ps := range pod.Spec.ImagePullSecrets {
@@ -318,9 +319,9 @@ func checkKind(pod *podView, what string) error {
 }
 
 // Requests lists what to resolve, one request per distinct reference.
-func (p *Plan) Requests() []ResolveRequest {
+func (p *Plan) Requests() []contract.ResolveRequest {
 	seen := map[string]bool{}
-	var out []ResolveRequest
+	var out []contract.ResolveRequest
 	for _, ip := range p.images {
 		if ip.request == nil || seen[ip.request.Ref.String()] {
 			continue

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
-	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
@@ -67,7 +67,7 @@ func TestCachedLeavesPodSecretsToResolve(t *testing.T) {
 	}}
 	r := newResolver(t, newClock(), opts, reg)
 	ref := reg.ref(t, "app:v1")
-	req := mutate.ResolveRequest{Ref: ref, Upstream: ref, Namespace: "ns", PullSecrets: []string{"s"}}
+	req := contract.ResolveRequest{Ref: ref, Upstream: ref, Namespace: "ns", PullSecrets: []string{"s"}}
 	if _, err := r.Resolve(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,8 @@
 // kept for a few minutes per registry settings, repository and credential identity, so a cache
 // miss usually costs the one HEAD it needs.
 //
-// Resolver implements mutate.Resolver; this package imports mutate for that interface's types
-// only. Configuration is plain Options, which cmd/webhook builds from the policy; Configure
+// Resolver implements contract.CachedResolver, the only package of pullgate it imports.
+// Configuration is plain Options, which cmd/webhook builds from the policy; Configure
 // swaps it on reload and keeps the cache.
 //
 // Metrics go to controller-runtime's registry: pullgate_resolve_duration_seconds,

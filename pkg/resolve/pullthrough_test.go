@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
@@ -35,7 +35,7 @@ func TestResolveThroughDistributionMirror(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			want := tt.push(t)
-			req := mutate.ResolveRequest{
+			req := contract.ResolveRequest{
 				Ref:      mirror.ref(t, "library/"+tt.name+":v1"),
 				Upstream: upstream.ref(t, "library/"+tt.name+":v1"),
 			}

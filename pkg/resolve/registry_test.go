@@ -34,11 +34,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
-var _ mutate.Resolver = (*resolve.Resolver)(nil)
+var _ contract.Resolver = (*resolve.Resolver)(nil)
 
 // testRegistry is go-containerregistry's in-memory registry behind a handler that counts
 // manifest requests and can inject faults.
@@ -327,8 +327,8 @@ func (tr *testRegistry) caBundle() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tr.srv.Certificate().Raw})
 }
 
-func request(ref name.Tag) mutate.ResolveRequest {
-	return mutate.ResolveRequest{Ref: ref, Upstream: ref}
+func request(ref name.Tag) contract.ResolveRequest {
+	return contract.ResolveRequest{Ref: ref, Upstream: ref}
 }
 
 // hang blocks manifest requests until the client gives up or the test ends.
@@ -379,7 +379,7 @@ func untrustedCert(t testing.TB) *tls.Certificate {
 
 // resolveWithin resolves under a deadline of d and fails the test when the call overruns it
 // by more than 100 ms.
-func resolveWithin(t testing.TB, r *resolve.Resolver, req mutate.ResolveRequest, d time.Duration) (mutate.Resolution, error) {
+func resolveWithin(t testing.TB, r *resolve.Resolver, req contract.ResolveRequest, d time.Duration) (contract.Resolution, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()

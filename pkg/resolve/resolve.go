@@ -15,10 +15,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/contract"
 )
 
-var _ mutate.Resolver = (*Resolver)(nil)
+// The pod handler answers warm admissions through Cached; losing it would go unnoticed but for
+// the load test.
+var _ contract.CachedResolver = (*Resolver)(nil)
 
 // Defaults for the zero values of Options.
 const (
@@ -324,7 +326,7 @@ func (c *config) tag(t name.Tag) (name.Tag, error) {
 // comes back with Stale set and no error; that includes the caller's deadline running out
 // (the error is then ErrTimeout), but not cancellation, which returns context.Canceled at
 // once.
-func (r *Resolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (mutate.Resolution, error) {
+func (r *Resolver) Resolve(ctx context.Context, req contract.ResolveRequest) (contract.Resolution, error) {
 	start := time.Now()
 	cfg := r.cfg.Load()
 	res, outcome, err := r.resolve(ctx, cfg, req)
@@ -336,38 +338,38 @@ func (r *Resolver) Resolve(ctx context.Context, req mutate.ResolveRequest) (muta
 // cached "not found". ok is false when the cache has no answer, or when the answer depends on
 // the pod's pull secrets, which may have to be read first; Resolve is then the way. The pod
 // handler asks here first, so that a warm admission costs no goroutine and no timer.
-func (r *Resolver) Cached(req mutate.ResolveRequest) (mutate.Outcome, bool) {
+func (r *Resolver) Cached(req contract.ResolveRequest) (contract.Outcome, bool) {
 	cfg := r.cfg.Load()
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
-		return mutate.Outcome{}, false
+		return contract.Outcome{}, false
 	}
 	start := time.Now()
 	res, outcome, err, ok := r.fromCache(cfg, cacheKey(cfg, req, ""), req)
 	if !ok {
-		return mutate.Outcome{}, false
+		return contract.Outcome{}, false
 	}
 	r.metrics.duration.WithLabelValues(r.label(req.Ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
-	return mutate.Outcome{Resolution: res, Err: err}, true
+	return contract.Outcome{Resolution: res, Err: err}, true
 }
 
 // cacheKey names an answer: the normalized reference (Name() is index.docker.io/library/...,
 // whatever the insecure flag) and the credential identities, which keep answers obtained with
 // different credentials apart.
-func cacheKey(cfg *config, req mutate.ResolveRequest, podID string) string {
+func cacheKey(cfg *config, req contract.ResolveRequest, podID string) string {
 	return req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + podID
 }
 
 // fromCache returns the cache's answer for key, if it has one, and counts it.
-func (r *Resolver) fromCache(cfg *config, key string, req mutate.ResolveRequest) (mutate.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
+func (r *Resolver) fromCache(cfg *config, key string, req contract.ResolveRequest) (contract.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
 	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		r.metrics.cache.WithLabelValues("hit").Inc()
-		return mutate.Resolution{Digest: digest}, outcomeHit, nil, true
+		return contract.Resolution{Digest: digest}, outcomeHit, nil, true
 	case lookupNegative:
 		r.metrics.cache.WithLabelValues("negative").Inc()
-		return mutate.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL), true
+		return contract.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL), true
 	}
-	return mutate.Resolution{}, "", nil, false
+	return contract.Resolution{}, "", nil, false
 }
 
 // flightResult is what the shared call hands its callers.
@@ -382,13 +384,13 @@ type podCreds struct {
 	id       string
 }
 
-func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveRequest) (mutate.Resolution, string, error) {
+func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.ResolveRequest) (contract.Resolution, string, error) {
 	var pod podCreds
 	var err error
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
 		pod.keychain, pod.id, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
 		if err != nil {
-			return mutate.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
+			return contract.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
 		}
 	}
 	key := cacheKey(cfg, req, pod.id)
@@ -398,7 +400,7 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 	r.metrics.cache.WithLabelValues("miss").Inc()
 	ref, err := cfg.tag(req.Ref)
 	if err != nil {
-		return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
+		return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
 	}
 	if ctx.Err() != nil {
 		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
@@ -408,7 +410,7 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 	if cfg.fallback && req.Upstream.RepositoryStr() != "" && req.Upstream.Name() != req.Ref.Name() {
 		up, err := cfg.tag(req.Upstream)
 		if err != nil {
-			return mutate.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
+			return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
 		}
 		upstream = &up
 	}
@@ -423,9 +425,9 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 		}
 		fr := res.Val.(flightResult)
 		if fr.fallback {
-			return mutate.Resolution{Digest: fr.digest}, outcomeFallback, nil
+			return contract.Resolution{Digest: fr.digest}, outcomeFallback, nil
 		}
-		return mutate.Resolution{Digest: fr.digest}, outcomeResolved, nil
+		return contract.Resolution{Digest: fr.digest}, outcomeResolved, nil
 	case <-ctx.Done():
 		// The shared call goes on for the other callers and fills the cache.
 		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
@@ -434,15 +436,15 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req mutate.ResolveR
 
 // orStale turns a registry failure into a stale answer when one is within MaxStale. Answers
 // that are not failures (not found, unauthorized) and callers that gave up get the error.
-func (r *Resolver) orStale(ctx context.Context, cfg *config, key string, ref name.Tag, err error) (mutate.Resolution, string, error) {
+func (r *Resolver) orStale(ctx context.Context, cfg *config, key string, ref name.Tag, err error) (contract.Resolution, string, error) {
 	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrCircuitOpen) {
 		if digest, ok := r.cache.stale(key, cfg.now(), cfg); ok {
 			r.metrics.cache.WithLabelValues("stale").Inc()
 			logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", digest, "error", err.Error())
-			return mutate.Resolution{Digest: digest, Stale: true}, outcomeStale, nil
+			return contract.Resolution{Digest: digest, Stale: true}, outcomeStale, nil
 		}
 	}
-	return mutate.Resolution{}, outcomeOf(err), err
+	return contract.Resolution{}, outcomeOf(err), err
 }
 
 func outcomeOf(err error) string {

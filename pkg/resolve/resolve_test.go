@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/pullgate/pullgate/pkg/mutate"
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
@@ -266,7 +266,7 @@ func TestResolveCallerLeavesSharedCall(t *testing.T) {
 		t.Errorf("leaving caller returned %s after cancel, want within 100ms", took)
 	}
 
-	second := make(chan mutate.Resolution, 1)
+	second := make(chan contract.Resolution, 1)
 	go func() {
 		res, err := r.Resolve(context.Background(), request(ref))
 		if err != nil {
@@ -535,7 +535,7 @@ func TestFallbackToUpstream(t *testing.T) {
 				mirror.pushImage(t, "library/app@"+want, img)
 			}
 			r := newResolver(t, newClock(), resolve.Options{FallbackToUpstream: tt.fallback}, mirror, upstream)
-			req := mutate.ResolveRequest{Ref: mirror.ref(t, "library/app:v1"), Upstream: upstream.ref(t, "library/app:v1")}
+			req := contract.ResolveRequest{Ref: mirror.ref(t, "library/app:v1"), Upstream: upstream.ref(t, "library/app:v1")}
 			got, err := r.Resolve(context.Background(), req)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
@@ -651,12 +651,12 @@ func TestPodSecrets(t *testing.T) {
 	}}
 	r := newResolver(t, newClock(), opts, reg)
 	ref := reg.ref(t, "private:v1")
-	req := func(ns string, secrets ...string) mutate.ResolveRequest {
-		return mutate.ResolveRequest{Ref: ref, Upstream: ref, Namespace: ns, PullSecrets: secrets}
+	req := func(ns string, secrets ...string) contract.ResolveRequest {
+		return contract.ResolveRequest{Ref: ref, Upstream: ref, Namespace: ns, PullSecrets: secrets}
 	}
 	steps := []struct {
 		name      string
-		req       mutate.ResolveRequest
+		req       contract.ResolveRequest
 		wantErr   error
 		wantHeads int // HEAD requests this step sends
 	}{

@@ -1,4 +1,4 @@
-package mutate
+package contract
 
 import (
 	"context"
@@ -6,18 +6,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// Resolver turns a tag into the digest it names right now. The handler is the one caller; it
-// resolves all images of a pod concurrently under one deadline taken from the policy.
-//
-// Implementations live in pkg/resolve; this package depends only on the interface so the
-// mutation core stays free of network code.
+// Resolver turns a tag into the digest it names right now.
 type Resolver interface {
 	Resolve(ctx context.Context, req ResolveRequest) (Resolution, error)
 }
 
-// CachedResolver is a Resolver that can answer some requests from memory at once, without
-// blocking. The handler asks it first and starts resolution only for the rest: a warm
-// admission then costs no goroutine, channel or timer.
+// CachedResolver is a Resolver that can answer some requests from memory without blocking.
+// The pod handler asks it first, so that a warm admission costs no goroutine, channel or timer.
 type CachedResolver interface {
 	Resolver
 	// Cached returns the answer Resolve would give, when it has it without waiting.
@@ -30,9 +25,9 @@ type CachedResolver interface {
 type ResolveRequest struct {
 	Ref      name.Tag
 	Upstream name.Tag
-	// Namespace and PullSecrets identify the pod's own pull credentials. They are set only when
-	// the policy enables resolve.usePodPullSecrets; a resolver must then include them in its
-	// cache key so that one tenant's private result is never served to another.
+	// Namespace and PullSecrets identify the pod's own pull credentials, set only when the
+	// policy enables resolve.usePodPullSecrets. A resolver must include them in its cache key,
+	// so that one tenant's private result is never served to another.
 	Namespace   string
 	PullSecrets []string
 }
@@ -42,4 +37,10 @@ type ResolveRequest struct {
 type Resolution struct {
 	Digest string // "sha256:<hex>"
 	Stale  bool
+}
+
+// Outcome is what the resolver said for one reference.
+type Outcome struct {
+	Resolution
+	Err error
 }
