@@ -78,7 +78,6 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		Timeout:            p.Resolve.Timeout.Duration,
 		CacheSize:          *p.Resolve.CacheSize,
 		MaxStale:           p.Resolve.MaxStale.Duration,
-		NoStale:            p.Resolve.MaxStale.Duration == 0,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
 		VerifyDigest:       p.Resolve.VerifyDigest,
 		// Unlisted registries are chosen by pod authors: public addresses only, unless allowed.

@@ -441,7 +441,7 @@ func TestWarningsAreHeaderSafe(t *testing.T) {
 // to the last known digest, with a warning, inside the budget. The resolver gives up just
 // before the handler does, so its stale answer is not lost to the handler's own deadline.
 func TestHandlerStaleIfError(t *testing.T) {
-	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond})
+	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond, MaxStale: time.Hour})
 	digest := reg.push(t, "hub/library/nginx:1.27")
 	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
 	if p := applied(t, req, h.Handle(context.Background(), req)); !strings.HasSuffix(p.Spec.Containers[0].Image, digest) {
@@ -468,9 +468,9 @@ func (e *eventLog) WouldChange(namespace, pod string, changes []mutate.Change) {
 	e.calls = append(e.calls, fmt.Sprintf("%s/%s: %d changes", namespace, pod, len(changes)))
 }
 
-// TestHandlerNoStale: maxStale: 0 (NoStale) means a failing registry is never papered over.
+// TestHandlerNoStale: maxStale: 0 means a failing registry is never papered over.
 func TestHandlerNoStale(t *testing.T) {
-	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond, NoStale: true})
+	h, reg := setupWith(t, "resolve: {timeout: 300ms}\n", resolve.Options{CacheTTL: time.Nanosecond})
 	reg.push(t, "hub/library/nginx:1.27")
 	req := podRequest(t, admissionv1.Create, testPod("nginx:1.27"))
 	if resp := h.Handle(context.Background(), req); len(resp.Warnings) != 0 {

@@ -179,19 +179,11 @@ func refuseProxy(proxy func(*http.Request) (*url.URL, error)) func(*http.Request
 	}
 }
 
-// route sends the requests of one registry session either over the registry's own transport or
-// over its guarded twin (same TLS settings, public addresses only, no proxy), by the
-// configuration in force when each request is sent, so that sessions kept across a reload
-// follow the new policy:
-//
-//   - AllowPrivateUnlisted: every request goes over the registry's own transport.
-//   - A listed registry: requests to its own host and to other listed hosts go over its own
-//     transport; to any other host (a token realm, a redirect) over the guarded one. So a
-//     listed registry may be private, and so may its token service if that is the same host or
-//     listed too, but its challenge cannot send pullgate to some other private address.
-//   - A registry not listed: every request, to any host, goes over the guarded transport.
-//
-// Hosts are compared by hostKey.
+// route picks, per request and by the configuration in force then (sessions outlive reloads),
+// the registry's own transport or its guarded twin (public addresses only, no proxy). Requests
+// to listed hosts, or any request when AllowPrivateUnlisted, go the open way; everything else,
+// a listed registry's challenge to another host included, goes guarded, so a registry cannot
+// send pullgate to a private address of its choosing. Hosts are compared by hostKey.
 type route struct {
 	r             *Resolver
 	registry      string // hostKey of the session's registry

@@ -61,7 +61,7 @@ func (c *cache) stale(key string, now time.Time, cfg *config) (string, bool) {
 	if !ok || e.digest == "" {
 		return "", false
 	}
-	if !cfg.noStale && now.Before(e.stored.Add(cfg.cacheTTL+cfg.maxStale)) {
+	if cfg.maxStale > 0 && now.Before(e.stored.Add(cfg.cacheTTL+cfg.maxStale)) {
 		return e.digest, true
 	}
 	return "", false

@@ -40,7 +40,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		return nil, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
 	}
 
-	digest, err := r.call(ctx, cfg, ref, pod, manifestDigest)
+	digest, err := r.call(ctx, cfg, ref, pod)
 	if err == nil && cfg.verify {
 		if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
 			err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
@@ -51,7 +51,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		return flightResult{digest: digest}, nil
 	}
 	if upstream != nil {
-		d, ferr := r.call(ctx, cfg, *upstream, pod, manifestDigest)
+		d, ferr := r.call(ctx, cfg, *upstream, pod)
 		if ferr == nil {
 			// Pin only what the mirror can serve, or the pod would fail to pull.
 			if verr := r.verify(ctx, cfg, ref, d, pod); verr != nil {
@@ -77,22 +77,19 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 // checks that what answers is that digest. The error keeps the class of the registry's answer:
 // a 404 is ErrNotFound, and is cached as such.
 func (r *Resolver) verify(ctx context.Context, cfg *config, ref name.Tag, digest string, pod podCreds) error {
-	_, err := r.call(ctx, cfg, ref.Context().Digest(digest), pod, manifestDigest)
+	_, err := r.call(ctx, cfg, ref.Context().Digest(digest), pod)
 	return err
 }
 
-// op is one piece of work against a registry, given an authenticated transport.
-type op func(ctx context.Context, rt http.RoundTripper, ref name.Reference) (string, error)
-
-// call runs op against ref's registry under its circuit breaker, with at most one quick
+// call asks ref's registry for ref's manifest digest under its circuit breaker, with at most one quick
 // retry, and returns a classified error.
-func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, do op) (string, error) {
+func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, pod podCreds) (string, error) {
 	host := ref.Context().RegistryStr()
 	br := r.breakers.get(host, r.label(host))
 	if ok, until := br.allow(cfg.now()); !ok {
 		return "", fmt.Errorf("resolve %s: %w: %s failed %d calls in a row and is left alone until %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
 	}
-	digest, f := r.attempt(ctx, cfg, ref, pod, do)
+	digest, f := r.attempt(ctx, cfg, ref, pod)
 	if f.unsent {
 		br.release()
 		// The error says what to list; the log has the chain, with the address refused.
@@ -113,7 +110,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 	return digest, f.err
 }
 
-func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, do op) (string, failure) {
+func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod podCreds) (string, failure) {
 	reg := cfg.registry(ref.Context().RegistryStr())
 	_, listed := cfg.registries[ref.Context().RegistryStr()]
 	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), pod)
@@ -123,7 +120,7 @@ func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference,
 	key := sessionKey(reg, ref.Context(), identity)
 	for retried := false; ; retried = true {
 		start := time.Now()
-		digest, err := r.authenticated(ctx, cfg, reg, auth, key, ref, do)
+		digest, err := r.authenticated(ctx, cfg, reg, auth, key, ref)
 		if err == nil {
 			return digest, failure{}
 		}
@@ -149,7 +146,7 @@ func timeLeft(ctx context.Context, took time.Duration) bool {
 }
 
 // auth picks credentials the way the kubelet does: the pod's own pull secrets first, then
-// the registry's configured credentials, then the optional keychain, then anonymous. It also
+// the registry's configured credentials, then anonymous. It also
 // returns where they came from, as an identity for session keys that never shows a secret.
 func (c *config) auth(ctx context.Context, reg registry, repo name.Repository, pod podCreds) (authn.Authenticator, string, error) {
 	if pod.keychain != nil {
@@ -164,19 +161,15 @@ func (c *config) auth(ctx context.Context, reg registry, repo name.Repository, p
 	if reg.auth != nil {
 		return reg.auth, reg.authID, nil
 	}
-	if c.keychain != nil {
-		a, err := authn.Resolve(ctx, c.keychain, repo)
-		return a, c.keychainID, err
-	}
 	return authn.Anonymous, "anonymous", nil
 }
 
-// authenticated runs do on the session for key: a live one from an earlier call, so that a miss
+// authenticated asks for the digest on the session for key: a live one from an earlier call, so that a miss
 // costs the one request it needs, or a new handshake. A session is dropped when the registry
 // refuses it or cannot be reached through it; a reused one that is refused (a token that
 // expired or was revoked, a registry whose authentication changed) gets one fresh handshake
 // straight away, so that the refusal does not reach the caller.
-func (r *Resolver) authenticated(ctx context.Context, cfg *config, reg registry, auth authn.Authenticator, key string, ref name.Reference, do op) (string, error) {
+func (r *Resolver) authenticated(ctx context.Context, cfg *config, reg registry, auth authn.Authenticator, key string, ref name.Reference) (string, error) {
 	rt, reused := r.sessions.rts.get(key)
 	for {
 		if rt == nil {
@@ -185,7 +178,7 @@ func (r *Resolver) authenticated(ctx context.Context, cfg *config, reg registry,
 				return "", err
 			}
 		}
-		digest, err := do(ctx, rt, ref)
+		digest, err := manifestDigest(ctx, rt, ref)
 		if err == nil || sessionHolds(err) {
 			return digest, err
 		}
@@ -198,7 +191,7 @@ func (r *Resolver) authenticated(ctx context.Context, cfg *config, reg registry,
 	}
 }
 
-// sessionHolds reports whether a failed op leaves its session good: the registry answered
+// sessionHolds reports whether a failed request leaves its session good: the registry answered
 // through it with something other than a refusal.
 func sessionHolds(err error) bool {
 	if errors.Is(err, errUnsupported) {

@@ -451,7 +451,7 @@ func TestCircuitBreaker(t *testing.T) {
 	t.Parallel()
 	reg := newRegistry(t)
 	c := newClock()
-	r := newResolver(t, c, resolve.Options{CacheTTL: time.Minute, BreakerFailures: 3, BreakerCooldown: 30 * time.Second}, reg)
+	r := newResolver(t, c, resolve.Options{CacheTTL: time.Minute, MaxStale: time.Hour, BreakerFailures: 3, BreakerCooldown: 30 * time.Second}, reg)
 	cachedDigest := reg.push(t, "app:cached")
 	want := reg.push(t, "app:v1")
 	cached, ref := reg.ref(t, "app:cached"), reg.ref(t, "app:v1")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
@@ -97,12 +98,12 @@ func TestErrorsNeverQuoteCredentials(t *testing.T) {
 		code   int
 		bearer bool
 		token  string // issued by the token endpoint; "" refuses
-		// keychain: credentials come from a docker config keychain rather than Registry.Auth.
+		// keychain: credentials come from the pod's pull secrets rather than Registry.Auth.
 		keychain bool
 		want     error
 	}{
 		{name: "basic, 401", code: http.StatusUnauthorized, want: resolve.ErrUnauthorized},
-		{name: "basic from a docker config keychain, 403", code: http.StatusForbidden, keychain: true, want: resolve.ErrUnauthorized},
+		{name: "basic from pod pull secrets, 403", code: http.StatusForbidden, keychain: true, want: resolve.ErrUnauthorized},
 		{name: "basic, 500 opens the circuit", code: http.StatusInternalServerError, want: resolve.ErrRegistry},
 		{name: "bearer token, 401", code: http.StatusUnauthorized, bearer: true, token: token, want: resolve.ErrUnauthorized},
 		{name: "token endpoint refuses", code: http.StatusUnauthorized, bearer: true, want: resolve.ErrUnauthorized},
@@ -120,12 +121,16 @@ func TestErrorsNeverQuoteCredentials(t *testing.T) {
 					t.Fatal(err)
 				}
 				opts.Registries = map[string]resolve.Registry{tr.host: {Insecure: true}}
-				opts.Keychain = kc
+				opts.PodSecrets = func(context.Context, string, []string) (authn.Keychain, string, error) { return kc, "ns/s@1", nil }
 			}
 			r := newResolver(t, newClock(), opts, tr)
 			var logs logBuffer
 			ctx := logr.NewContext(context.Background(), logs.logger())
-			_, err := r.Resolve(ctx, request(tr.ref(t, "app:1")))
+			req := request(tr.ref(t, "app:1"))
+			if tc.keychain {
+				req.Namespace, req.PullSecrets = "ns", []string{"s"}
+			}
+			_, err := r.Resolve(ctx, req)
 			if err == nil {
 				t.Fatal("resolved through a registry that refuses")
 			}

@@ -102,18 +102,12 @@ func challengeKey(reg registry, host name.Registry) string {
 	return reg.sessionTag + "\x00" + host.RegistryStr()
 }
 
-// handshake does what go-containerregistry's transport.NewWithContext does (GET /v2/, then for a
-// bearer challenge one token exchange for pull access to repo), in the one scheme the
-// configuration allows, and with the /v2/ answer of an earlier handshake with the same registry
-// when there is one. NewWithContext tries HTTPS first and then, for an insecure registry and for
-// any loopback, RFC 1918 or .local name, plain HTTP as well. For an insecure registry that HTTPS
-// attempt is a failed request on every handshake, whose error text ends up in the warnings when
-// the registry fails; for a registry that is not insecure the plain-HTTP attempt turns a
-// certificate error into the HTTPS server's "400" answer to plain HTTP. Here an insecure
-// registry is only ever spoken to over HTTP, every other over HTTPS.
-//
-// The result is a transport.Wrapper, so remote adds no retries or user agent of its own. It
-// comes with how long it may be reused.
+// handshake does what go-containerregistry's transport.NewWithContext does (GET /v2/, then a
+// token for a bearer challenge), reusing an earlier /v2/ answer, but in the one scheme the
+// configuration allows: NewWithContext also tries the other, which costs an insecure registry a
+// failed HTTPS request per handshake and turns a secure one's certificate error into a
+// misleading "400". The transport.Wrapper it returns keeps remote from adding retries; it comes
+// with how long it may be reused.
 func (r *Resolver) handshake(ctx context.Context, reg registry, auth authn.Authenticator, repo name.Repository) (http.RoundTripper, time.Duration, error) {
 	host := repo.RegistryStr()
 	// Every request of the session, token realm and redirects included, goes through route,
