@@ -181,7 +181,7 @@ func (a *admissionHTTP) fail(w http.ResponseWriter, code int32, err error) {
 func (a *admissionHTTP) write(w http.ResponseWriter, log logr.Logger, review admissionv1.AdmissionReview) {
 	buf := getBody() // a recycled buffer holds the answer until it is written
 	defer putBody(buf)
-	b, err := appendReview(buf.AvailableBuffer(), review)
+	b, err := kjson.AppendReview(buf.AvailableBuffer(), review)
 	if err != nil {
 		// Not expected: every field of a review marshals. Still an answer, not a silence.
 		log.Error(err, "Encoding the AdmissionReview")

@@ -1,17 +1,14 @@
 // Package kjson reads and writes the JSON of admission: the AdmissionReviews the API server
-// sends, the objects in them, and the answers.
+// sends, the objects in them, and the answers. It is pullgate's one home for JSON code.
 //
-// encoding/json, and sigs.k8s.io/json built on it, scans a document twice (a validity check,
-// then the decoding) and once more for every raw value it captures: a pod inside a review was
-// scanned four times. The load test's profile put that at a third of an admission's CPU.
-// go-json-experiment/json (encoding/json/v2, which Go 1.27 ships and the module then forwards
-// to) validates while it decodes and skips unread members without building them; with the pod
-// decoded in the same pass as its review (mutate.DecodedObject), it is scanned once.
+// Reading uses go-json-experiment/json (encoding/json/v2), which validates while it decodes:
+// with the pod decoded in the same pass as its review (mutate.DecodedObject) it is scanned once,
+// where encoding/json scanned it four times, a third of an admission's CPU. The options accept
+// what the API machinery's decoder accepts (case-sensitive names, unknown members ignored, the
+// last duplicate wins, invalid UTF-8 as U+FFFD), so answers stay controller-runtime's.
 //
-// The options keep what the API machinery's decoder accepts, so that answers stay those of
-// controller-runtime's adapter: names match case-sensitively (as sigs.k8s.io/json's
-// UnmarshalCaseSensitivePreserveInts, v2's default), unknown members are ignored, a duplicate
-// name means the last one wins, and invalid UTF-8 becomes U+FFFD rather than an error.
+// Writing is by hand (AppendReview, EncodePatch, AppendString), byte for byte json.Marshal's,
+// where bench_test.go shows it pays: 2.5 to 6 times faster than either Marshal, without garbage.
 package kjson
 
 import (

@@ -17,6 +17,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
 	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
@@ -225,7 +226,7 @@ func TestGolden(t *testing.T) {
 				return
 			}
 			// What the handler sends: EncodePatch's bytes, the same as json.Marshal's.
-			raw, err := EncodePatch(res.Patch)
+			raw, err := kjson.EncodePatch(res.Patch)
 			if want, _ := json.Marshal(res.Patch); err != nil || !kjsontest.SameAsMarshal(raw, want) {
 				t.Fatalf("EncodePatch: %v\n%s\nwant %s", err, raw, want)
 			}

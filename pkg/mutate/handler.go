@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
@@ -121,7 +122,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	resp.AuditAnnotations = res.AuditAnnotations
 	if len(res.Patch) > 0 {
 		// Encoded here rather than left to Response.Complete, which marshals by reflection.
-		patch, err := EncodePatch(res.Patch)
+		patch, err := kjson.EncodePatch(res.Patch)
 		if err != nil {
 			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("encoding the patch: %w", err))
 		}

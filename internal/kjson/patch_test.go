@@ -1,4 +1,4 @@
-package mutate_test
+package kjson_test
 
 import (
 	"encoding/json"
@@ -7,15 +7,15 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
-	"github.com/pullgate/pullgate/pkg/mutate"
 )
 
-// sameAsMarshal fails the test unless EncodePatch writes ops exactly as json.Marshal does.
-func sameAsMarshal(t *testing.T, ops []jsonpatch.JsonPatchOperation) {
+// patchSameAsMarshal fails the test unless EncodePatch writes ops exactly as json.Marshal does.
+func patchSameAsMarshal(t *testing.T, ops []jsonpatch.JsonPatchOperation) {
 	t.Helper()
 	want, wantErr := json.Marshal(ops)
-	got, err := mutate.EncodePatch(ops)
+	got, err := kjson.EncodePatch(ops)
 	if (err == nil) != (wantErr == nil) {
 		t.Fatalf("error %v, json.Marshal's %v", err, wantErr)
 	}
@@ -54,7 +54,7 @@ func TestEncodePatch(t *testing.T) {
 	for name, ops := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			sameAsMarshal(t, ops)
+			patchSameAsMarshal(t, ops)
 		})
 	}
 }
@@ -63,7 +63,7 @@ func FuzzEncodePatch(f *testing.F) {
 	f.Add("replace", "/spec/containers/0/image", "mirror.example.com/hub/nginx:1@sha256:00", "mirror-pull")
 	f.Add("add", "/x", "<\u2028\xff\"\\\n", "\x00")
 	f.Fuzz(func(t *testing.T, op, path, value, secret string) {
-		sameAsMarshal(t, []jsonpatch.JsonPatchOperation{
+		patchSameAsMarshal(t, []jsonpatch.JsonPatchOperation{
 			jsonpatch.NewOperation(op, path, value),
 			jsonpatch.NewOperation(op, path, corev1.LocalObjectReference{Name: secret}),
 			jsonpatch.NewOperation(op, path, []corev1.LocalObjectReference{{Name: secret}, {Name: value}}),

@@ -1,4 +1,4 @@
-package main
+package kjson_test
 
 import (
 	"bytes"
@@ -12,19 +12,20 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/internal/kjson/kjsontest"
 )
 
-func sameAsMarshal(t *testing.T, review admissionv1.AdmissionReview) {
+func reviewSameAsMarshal(t *testing.T, review admissionv1.AdmissionReview) {
 	t.Helper()
 	want, err := json.Marshal(review)
 	if err != nil {
 		t.Fatal(err)
 	}
 	prefix := []byte("kept:")
-	got, err := appendReview(prefix, review)
+	got, err := kjson.AppendReview(prefix, review)
 	if err != nil || !bytes.HasPrefix(got, prefix) || !kjsontest.SameAsMarshal(got[len(prefix):], want) {
-		t.Fatalf("appendReview differs from json.Marshal (%v):\ngot  %s\nwant %s", err, got, want)
+		t.Fatalf("AppendReview differs from json.Marshal (%v):\ngot  %s\nwant %s", err, got, want)
 	}
 }
 
@@ -61,7 +62,7 @@ func TestEncodeReview(t *testing.T) {
 	for name, review := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			sameAsMarshal(t, review)
+			reviewSameAsMarshal(t, review)
 		})
 	}
 }
@@ -79,6 +80,6 @@ func FuzzEncodeReview(f *testing.F) {
 		if len(patch) > 0 {
 			r.PatchType = new(admissionv1.PatchType(key))
 		}
-		sameAsMarshal(t, admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, Response: r})
+		reviewSameAsMarshal(t, admissionv1.AdmissionReview{TypeMeta: metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}, Response: r})
 	})
 }
