@@ -4,23 +4,13 @@
 # `go install` on first use (the module proxy is the one download source CI has).
 set -euo pipefail
 
-HELM_VERSION=${HELM_VERSION:-v3.22.0}
 # The chart requires Kubernetes >= 1.30; a go-installed helm has no release ldflags and would
 # otherwise render for its built-in default (v1.20).
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 chart=$root/deploy/helm/pullgate
-tools=${PULLGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pullgate}/tools
 
-helm=$(command -v helm || true)
-if [[ -z $helm ]]; then
-  helm=$tools/helm
-  if [[ ! -x $helm ]]; then
-    echo "installing helm $HELM_VERSION into $tools" >&2
-    mkdir -p "$tools"
-    GOBIN=$tools go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-  fi
-fi
+helm=$("$root/hack/helm.sh")
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

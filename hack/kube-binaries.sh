@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl from the k8s.io/kubernetes Go module and caches them outside
-# the checkout, keyed by version, so a fresh clone on the same machine reuses them.
+# Builds the Kubernetes binaries the end-to-end bed runs (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, kube-proxy, kubectl) from the k8s.io/kubernetes Go module and caches
+# them outside the checkout, keyed by version, so a fresh clone on the same machine reuses them.
 #
 # `go install k8s.io/kubernetes/...@vX` refuses because the module's go.mod replaces its staging
 # modules with ./staging paths; a throwaway module that pins each staging module to the matching
@@ -14,8 +15,11 @@ export GOTOOLCHAIN=${KUBE_GOTOOLCHAIN:-local}
 
 version=${KUBE_VERSION:-v1.37.2}
 staging=v0${version#v1}
+cmds=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy)
 dir=${PULLGATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pullgate}/kube/$version
-if [[ -x $dir/kube-apiserver && -x $dir/kubectl ]]; then
+missing=()
+for cmd in "${cmds[@]}"; do [[ -x $dir/$cmd ]] || missing+=("$cmd"); done
+if ((${#missing[@]} == 0)); then
   echo "$dir"
   exit 0
 fi
@@ -34,26 +38,22 @@ src=$(go env GOMODCACHE)/k8s.io/kubernetes@$version
   echo "require k8s.io/kubernetes $version"
   sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#replace \1 => \1 '"$staging"'#p' "$src/go.mod"
 } >>go.mod
-cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+{
+  printf '//go:build tools\n\npackage tools\n\nimport (\n'
+  for cmd in "${cmds[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$cmd"; done
+  printf ')\n'
+} >tools.go
 go mod tidy >&2
 
 ldflags="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$(cut -d. -f2 <<<"$version")"
 done
-mkdir -p "$dir.tmp"
-for cmd in kube-apiserver kubectl; do
-  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd" >&2
+mkdir -p "$dir"
+for cmd in "${missing[@]}"; do
+  start=$SECONDS
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2
+  mv "$dir/$cmd.tmp" "$dir/$cmd"
+  echo "kube-binaries: $cmd built in $((SECONDS - start)) s" >&2
 done
-rm -rf "$dir"
-mv "$dir.tmp" "$dir"
 echo "$dir"

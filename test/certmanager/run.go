@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"golang.org/x/sync/errgroup"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	ctrl "sigs.k8s.io/controller-runtime"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -179,4 +183,41 @@ func WriteKubeconfig(cfg *rest.Config, path string) error {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
 	return nil
+}
+
+var setLoggerOnce sync.Once
+
+// Start installs the CRDs and runs cert-manager (Run) in the background, logging to logPath.
+// stop ends it and returns Run's error, or an error if it did not stop within 30 seconds.
+func Start(ctx context.Context, cfg *rest.Config, logPath string) (stop func() error, err error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(f, prefix, args)
+	}, funcr.Options{Verbosity: 1})
+	// controller-runtime's global logger (the cainjector registers through it) complains on
+	// stderr until it is set.
+	setLoggerOnce.Do(func() { ctrllog.SetLogger(log) })
+	if err := ApplyCRDs(ctx, cfg); err != nil {
+		f.Close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, cfg, log) }()
+	return func() error {
+		defer f.Close()
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("cert-manager did not stop within 30s")
+		}
+	}, nil
 }

@@ -12,13 +12,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
-	"github.com/go-logr/logr/funcr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -29,7 +27,6 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/pullgate/pullgate/test/certmanager"
@@ -250,45 +247,21 @@ func TestChart(t *testing.T) {
 	})
 }
 
-var certManagerOnce sync.Once
-
 // startCertManager installs cert-manager's CRDs and runs its controllers and cainjector until the
 // test ends, logging to logPath.
 func startCertManager(t *testing.T, logPath string) {
 	t.Helper()
-	f, err := os.Create(logPath)
+	stop, err := certmanager.Start(t.Context(), env.Config, logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	log := funcr.New(func(prefix, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		fmt.Fprintln(f, prefix, args)
-	}, funcr.Options{Verbosity: 1})
-	// controller-runtime's global logger (the cainjector registers through it) complains on stderr
-	// until it is set.
-	certManagerOnce.Do(func() { ctrllog.SetLogger(log) })
-	if err := certmanager.ApplyCRDs(t.Context(), env.Config); err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- certmanager.Run(ctx, env.Config, log) }()
 	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("cert-manager: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("cert-manager did not stop within 30s")
+		if err := stop(); err != nil {
+			t.Errorf("cert-manager: %v", err)
 		}
 		if t.Failed() {
 			t.Logf("last lines of %s:\n%s", logPath, e2e.Tail(logPath, 40))
 		}
-		f.Close()
 	})
 }
 

@@ -39,6 +39,17 @@ type Options struct {
 	Dir string
 	// Keep keeps Dir even when the suite passes.
 	Keep bool
+
+	// Node also starts a real node (see node.go); the process must run under Isolated.
+	Node bool
+	// Link shapes the path to the node suite's remote upstream (zero: unthrottled).
+	Link LinkOptions
+	// Containerd and Ctr are containerd's daemon and client; CNIBinDir holds the CNI plugins.
+	Containerd, Ctr, CNIBinDir string
+	// Pause is the sandbox binary (test/e2e/pause) and Busybox a static busybox for test images.
+	Pause, Busybox string
+	// PullgateImage is the OCI layout `make image` writes; Helm is the helm binary.
+	PullgateImage, Helm string
 }
 
 // OptionsFromEnv reads PULLGATE_E2E_{KUBE_DIR,ETCD,REGISTRY,WEBHOOK,ARTIFACTS,KEEP}, falling back
@@ -75,6 +86,15 @@ func OptionsFromEnv() (Options, error) {
 	}
 	lookPath(&o.Etcd, "etcd")
 	lookPath(&o.Registry, "docker-registry")
+	o.Containerd, o.Pause = os.Getenv("PULLGATE_E2E_CONTAINERD"), os.Getenv("PULLGATE_E2E_PAUSE")
+	o.Busybox, o.PullgateImage = os.Getenv("PULLGATE_E2E_BUSYBOX"), os.Getenv("PULLGATE_E2E_IMAGE")
+	o.Helm, o.CNIBinDir = os.Getenv("PULLGATE_E2E_HELM"), os.Getenv("PULLGATE_E2E_CNI_BIN_DIR")
+	lookPath(&o.Containerd, "containerd")
+	lookPath(&o.Ctr, "ctr")
+	lookPath(&o.Busybox, "busybox")
+	if o.CNIBinDir == "" {
+		o.CNIBinDir = "/usr/lib/cni"
+	}
 	if o.Webhook == "" {
 		if root, err := moduleRoot(); err == nil {
 			o.Webhook = filepath.Join(root, "bin", "webhook")
@@ -94,6 +114,35 @@ func OptionsFromEnv() (Options, error) {
 	}
 	if len(missing) > 0 {
 		return o, fmt.Errorf("missing binaries:\n  %s", strings.Join(missing, "\n  "))
+	}
+	return o, nil
+}
+
+// NodeOptionsFromEnv is OptionsFromEnv with Node set, checking the node's binaries too.
+func NodeOptionsFromEnv() (Options, error) {
+	o, err := OptionsFromEnv()
+	if err != nil {
+		return o, err
+	}
+	o.Node = true
+	var missing []string
+	for _, b := range []struct{ what, path, hint string }{
+		{"kubelet", filepath.Join(o.KubeDir, "kubelet"), "run hack/kube-binaries.sh"},
+		{"kube-controller-manager", filepath.Join(o.KubeDir, "kube-controller-manager"), "run hack/kube-binaries.sh"},
+		{"kube-scheduler", filepath.Join(o.KubeDir, "kube-scheduler"), "run hack/kube-binaries.sh"},
+		{"kube-proxy", filepath.Join(o.KubeDir, "kube-proxy"), "run hack/kube-binaries.sh"},
+		{"containerd", o.Containerd, "apt-get install containerd runc"},
+		{"ctr", o.Ctr, "apt-get install containerd"},
+		{"bridge CNI plugin", filepath.Join(o.CNIBinDir, "bridge"), "apt-get install containernetworking-plugins"},
+		{"busybox", o.Busybox, "apt-get install busybox-static"},
+		{"pause", o.Pause, "go build -o PATH ./e2e/pause (in test/) and set PULLGATE_E2E_PAUSE"},
+	} {
+		if b.path == "" || !isExecutable(b.path) {
+			missing = append(missing, fmt.Sprintf("%s (%q): %s", b.what, b.path, b.hint))
+		}
+	}
+	if len(missing) > 0 {
+		return o, fmt.Errorf("missing for the node:\n  %s", strings.Join(missing, "\n  "))
 	}
 	return o, nil
 }
@@ -144,6 +193,9 @@ type Env struct {
 	// WebhookCA signs webhook serving certificates; its PEM is the caBundle.
 	WebhookCA *CA
 
+	// Node is the real node, when Options.Node is set.
+	Node *Node
+
 	// AuditLog is the API server's audit log (JSON lines, Metadata level for pods), where the
 	// annotations pullgate sets on admission end up.
 	AuditLog string
@@ -178,15 +230,25 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if e.WebhookCA, err = NewCA("pullgate-e2e-webhook-ca"); err != nil {
 		return nil, err
 	}
+	if opts.Node && !InNodeNamespace() {
+		return nil, errors.New("a node needs the namespaces e2e.Isolated creates: run the suite through it")
+	}
 	etcdURL, err := e.startEtcd(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.startRegistries(ctx); err != nil {
-		return nil, err
+	if !opts.Node {
+		if err := e.startRegistries(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := e.startAPIServer(ctx, etcdURL); err != nil {
 		return nil, err
+	}
+	if opts.Node {
+		if err := e.startNode(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -313,7 +375,7 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 	}
 	serving, err := ca.Serving("kube-apiserver",
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 0, 0, 1)})
+		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 0, 0, 1), net.ParseIP(NodeIP), net.ParseIP("10.96.0.1")})
 	if err != nil {
 		return err
 	}
@@ -330,6 +392,10 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 	if err != nil {
 		return err
 	}
+	// The same identity authenticates the API server to the kubelet (logs, exec).
+	if err := admin.WriteFiles(dir, "kubelet-client.crt", "kubelet-client.key"); err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return fmt.Errorf("write audit policy: %w", err)
 	}
@@ -343,29 +409,44 @@ func (e *Env) startAPIServer(ctx context.Context, etcdURL string) error {
 			return nil, err
 		}
 		host = "https://127.0.0.1:" + strconv.Itoa(ports[0])
-		p, err := e.startProcess("kube-apiserver", e.APIServerLog,
-			filepath.Join(e.Opts.KubeDir, "kube-apiserver"),
-			"--etcd-servers="+etcdURL,
-			"--bind-address=127.0.0.1",
-			"--advertise-address=127.0.0.1",
-			"--secure-port="+strconv.Itoa(ports[0]),
-			"--cert-dir="+dir,
-			"--tls-cert-file="+filepath.Join(dir, "serving.crt"),
-			"--tls-private-key-file="+filepath.Join(dir, "serving.key"),
-			"--client-ca-file="+filepath.Join(dir, "ca.crt"),
+		args := []string{
+			"--etcd-servers=" + etcdURL,
+			"--secure-port=" + strconv.Itoa(ports[0]),
+			"--cert-dir=" + dir,
+			"--tls-cert-file=" + filepath.Join(dir, "serving.crt"),
+			"--tls-private-key-file=" + filepath.Join(dir, "serving.key"),
+			"--client-ca-file=" + filepath.Join(dir, "ca.crt"),
 			"--authorization-mode=RBAC",
 			"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-			"--service-account-key-file="+filepath.Join(dir, "sa.pub"),
-			"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
-			"--service-cluster-ip-range=10.0.0.0/24",
-			// No controller-manager: nothing reconciles endpoints or creates the default
-			// ServiceAccount of a namespace (what envtest does as well).
-			"--endpoint-reconciler-type=none",
-			"--disable-admission-plugins=ServiceAccount",
+			"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
+			"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
 			"--allow-privileged=true",
-			"--audit-policy-file="+filepath.Join(dir, "audit-policy.yaml"),
-			"--audit-log-path="+e.AuditLog,
-		)
+			"--audit-policy-file=" + filepath.Join(dir, "audit-policy.yaml"),
+			"--audit-log-path=" + e.AuditLog,
+		}
+		if e.Opts.Node {
+			// Pods reach the API server through the kubernetes Service, whose endpoint is the
+			// node's address; the API server reaches the kubelet and webhooks' Services too.
+			args = append(args,
+				"--bind-address=0.0.0.0",
+				"--advertise-address="+NodeIP,
+				"--service-cluster-ip-range="+ServiceCIDR,
+				"--kubelet-preferred-address-types=InternalIP",
+				"--kubelet-client-certificate="+filepath.Join(dir, "kubelet-client.crt"),
+				"--kubelet-client-key="+filepath.Join(dir, "kubelet-client.key"),
+			)
+		} else {
+			args = append(args,
+				"--bind-address=127.0.0.1",
+				"--advertise-address=127.0.0.1",
+				"--service-cluster-ip-range=10.0.0.0/24",
+				// No controller-manager: nothing reconciles endpoints or creates the default
+				// ServiceAccount of a namespace (what envtest does as well).
+				"--endpoint-reconciler-type=none",
+				"--disable-admission-plugins=ServiceAccount",
+			)
+		}
+		p, err := e.startProcess("kube-apiserver", e.APIServerLog, filepath.Join(e.Opts.KubeDir, "kube-apiserver"), args...)
 		if err != nil {
 			return nil, err
 		}
