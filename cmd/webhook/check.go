@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,14 +11,13 @@ import (
 
 // runPolicyCheck validates a policy file. Every problem goes to stdout, one a line, with its
 // line number and field path, so an operator fixes them all in one pass.
-func runPolicyCheck(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		return usageError{"policy check: " + err.Error()}
+func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("policy check", " FILE")
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"usage: webhook policy check FILE"}
+		return badUsage(fs, stderr, "one policy FILE expected")
 	}
 	path := fs.Arg(0)
 	data, err := os.ReadFile(path)

@@ -3,8 +3,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -42,23 +44,79 @@ type usageError struct{ msg string }
 
 func (u usageError) Error() string { return u.msg }
 
+// errHelp is --help or -h on a subcommand: its usage is printed, and the run succeeds.
+var errHelp = errors.New("help requested")
+
+// newFlags is a subcommand's flag set; its usage names the command, its arguments and every
+// flag with its default.
+func newFlags(command, arguments string) *flag.FlagSet {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: webhook %s%s\n", command, arguments)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintln(fs.Output(), "\nflags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseFlags parses args as Go's flag package does for a program: --help prints the usage to
+// stdout (errHelp), a wrong flag prints the error and the usage to stderr (a usageError).
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = stdout.Write(out.Bytes())
+		return errHelp
+	case err != nil:
+		_, _ = stderr.Write(out.Bytes())
+		return usageError{fs.Name() + ": " + err.Error()}
+	}
+	return nil
+}
+
+// badUsage reports a command line that parsed but makes no sense, with the usage, as a flag
+// error would.
+func badUsage(fs *flag.FlagSet, stderr io.Writer, msg string) error {
+	fs.SetOutput(stderr)
+	fs.Usage()
+	return usageError{fs.Name() + ": " + msg}
+}
+
 // run is main without the process: tests call it with their own streams and context.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	err := runCommand(ctx, args, stdin, stdout, stderr)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, usage)
 		return usageError{"no command given"}
 	}
 	switch args[0] {
 	case "serve":
-		return runServe(ctx, args[1:], stderr)
+		return runServe(ctx, args[1:], stdout, stderr)
 	case "mutate":
 		return runMutate(ctx, args[1:], stdin, stdout, stderr)
 	case "policy":
 		if len(args) < 2 || args[1] != "check" {
+			fmt.Fprintln(stderr, "usage: webhook policy check FILE")
 			return usageError{"usage: webhook policy check FILE"}
 		}
-		return runPolicyCheck(args[2:], stdout)
+		return runPolicyCheck(args[2:], stdout, stderr)
 	case "version":
+		if err := parseFlags(newFlags("version", ""), args[1:], stdout, stderr); err != nil {
+			return err
+		}
 		fmt.Fprintln(stdout, version)
 		return nil
 	case "-h", "--help", "help":

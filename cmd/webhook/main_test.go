@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/pullgate/pullgate/internal/admissionhttp"
 )
 
 const offlinePolicy = `apiVersion: pullgate.dev/v1alpha1
@@ -104,7 +107,11 @@ func TestMutateBadInput(t *testing.T) {
 		{name: "no kind", stdin: "metadata: {name: x}\n", want: "input has no kind"},
 		{name: "empty", stdin: "", want: "stdin is empty"},
 		{name: "blank", stdin: "\n  \n", want: "stdin is empty"},
-		{name: "10MB", stdin: "kind: Pod\nmetadata: {name: " + big + "}\n", want: "larger than 7 MiB"},
+		{name: "10MB", stdin: "kind: Pod\nmetadata: {name: " + big + "}\n", want: "7 MiB or more"},
+		// serve's limit: a body of exactly MaxBodySize bytes is refused (413) there, and here.
+		{name: "exactly the limit", stdin: exactly(admissionhttp.MaxBodySize), want: "7 MiB or more"},
+		// serve's decoder: member names are case-sensitive, as the API server's are.
+		{name: "review with Request", stdin: strings.Replace(reviewYAML, "\nrequest:", "\nRequest:", 1), want: "has no request"},
 		{name: "review without request", stdin: "apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\n", want: "has no request"},
 		{name: "scalar", stdin: "42", want: "not a Kubernetes object"},
 		{name: "missing file", args: []string{"-f", "/nonexistent/pod.yaml"}, want: "no such file"},
@@ -159,5 +166,66 @@ func TestMutateOfflineWithCredentialsSecret(t *testing.T) {
 	out, stderr, err := runCmd(t, reviewYAML, "mutate", "--policy", pol)
 	if err != nil || !strings.Contains(stderr, "no API server to read the secret from") || !strings.Contains(out, `"allowed": true`) {
 		t.Fatalf("err=%v stderr=%s out=%s", err, stderr, out)
+	}
+}
+
+// exactly is a Pod of n bytes of YAML.
+func exactly(n int) string {
+	head, tail := "kind: Pod\nmetadata: {name: x", "}\n"
+	return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+}
+
+// TestMutateJustUnderTheLimit: one byte less than serve's limit is read.
+func TestMutateJustUnderTheLimit(t *testing.T) {
+	t.Parallel()
+	pol := writeFile(t, "policy.yaml", offlinePolicy)
+	if _, _, err := runCmd(t, exactly(admissionhttp.MaxBodySize-1), "mutate", "--policy", pol); err != nil {
+		t.Fatalf("refused: %v", err)
+	}
+}
+
+// TestSubcommandHelp: --help and -h print the subcommand's usage, every flag with its default,
+// on stdout and succeed; a wrong flag prints the usage on stderr and is a usage error (exit 2).
+func TestSubcommandHelp(t *testing.T) {
+	t.Parallel()
+	commands := []struct {
+		args  []string
+		flags []string // each flag's name and default, as the usage shows them
+	}{
+		{[]string{"serve"}, []string{"-policy", "-cert-dir", "-bind-address", "-port int", "(default 9443)", "-metrics-bind-address", `(default ":8080")`, "-health-probe-bind-address", `(default ":8081")`, "-pprof-bind-address", `(default "0")`, "-kubeconfig", "-namespace", "-v int"}},
+		{[]string{"mutate"}, []string{"-policy", "-f string", `(default "-")`, "-namespace", "-namespace-labels", "-v int"}},
+		{[]string{"policy", "check"}, nil},
+		{[]string{"version"}, nil},
+	}
+	for _, c := range commands {
+		name := strings.Join(c.args, " ")
+		for _, help := range []string{"--help", "-h"} {
+			t.Run(name+" "+help, func(t *testing.T) {
+				t.Parallel()
+				out, stderr, err := runCmd(t, "", append(c.args, help)...)
+				if err != nil || stderr != "" {
+					t.Fatalf("err=%v stderr=%q", err, stderr)
+				}
+				if !strings.HasPrefix(out, "usage: webhook "+name) {
+					t.Errorf("usage does not start with the command:\n%s", out)
+				}
+				for _, f := range c.flags {
+					if !strings.Contains(out, f) {
+						t.Errorf("usage lacks %q:\n%s", f, out)
+					}
+				}
+			})
+		}
+		t.Run(name+" wrong flag", func(t *testing.T) {
+			t.Parallel()
+			out, stderr, err := runCmd(t, "", append(c.args, "--no-such-flag")...)
+			var u usageError
+			if !errors.As(err, &u) || out != "" {
+				t.Fatalf("err=%v (want a usage error) stdout=%q", err, out)
+			}
+			if !strings.Contains(stderr, "flag provided but not defined: -no-such-flag") || !strings.Contains(stderr, "usage: webhook "+name) {
+				t.Errorf("stderr:\n%s", stderr)
+			}
+		})
 	}
 }

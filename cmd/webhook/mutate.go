@@ -2,10 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +14,6 @@ import (
 	jsonpatch "github.com/evanphx/json-patch/v5"
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,14 +21,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/pullgate/pullgate/internal/admissionhttp"
+	"github.com/pullgate/pullgate/internal/kjson"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
-
-// maxInput matches the request body limit of controller-runtime's webhook server, so the
-// offline command accepts exactly what the server would.
-const maxInput = 7 << 20
 
 type mutateOptions struct {
 	policyPath string
@@ -39,28 +36,27 @@ type mutateOptions struct {
 	verbosity  int
 }
 
-func parseMutate(args []string) (mutateOptions, error) {
+func parseMutate(args []string, stdout, stderr io.Writer) (mutateOptions, error) {
 	o := mutateOptions{}
 	var labels string
-	fs := flag.NewFlagSet("mutate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlags("mutate", " --policy FILE [-f FILE] [flags]")
 	fs.StringVar(&o.policyPath, "policy", "", "policy file (required)")
 	fs.StringVar(&o.file, "f", "-", "AdmissionReview or Pod, JSON or YAML; - reads stdin")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace for a bare Pod without metadata.namespace (default \"default\")")
 	fs.StringVar(&labels, "namespace-labels", "", "labels of the pod's namespace, k=v,k=v (e.g. pullgate.dev/mode=audit)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity on stderr; 1 logs the decision")
-	if err := fs.Parse(args); err != nil {
-		return o, usageError{"mutate: " + err.Error()}
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return o, err
 	}
 	if o.policyPath == "" {
-		return o, usageError{"mutate: --policy is required"}
+		return o, badUsage(fs, stderr, "--policy is required")
 	}
 	if fs.NArg() > 0 {
-		return o, usageError{fmt.Sprintf("mutate: unexpected argument %q (use -f FILE)", fs.Arg(0))}
+		return o, badUsage(fs, stderr, fmt.Sprintf("unexpected argument %q (use -f FILE)", fs.Arg(0)))
 	}
 	var err error
 	if o.labels, err = parseLabels(labels); err != nil {
-		return o, usageError{"mutate: --namespace-labels: " + err.Error()}
+		return o, badUsage(fs, stderr, "--namespace-labels: "+err.Error())
 	}
 	return o, nil
 }
@@ -80,10 +76,10 @@ func parseLabels(s string) (mutate.StaticLabels, error) {
 	return out, nil
 }
 
-// runMutate runs one admission through the same handler serve uses and prints the response
-// (for an AdmissionReview) or the mutated Pod (for a Pod).
+// runMutate runs one admission the way serve does (same size limit, decoder, handler and
+// answer) and prints the answer (for an AdmissionReview) or the mutated Pod (for a Pod).
 func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	o, err := parseMutate(args)
+	o, err := parseMutate(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -101,7 +97,7 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	req, bare, err := decodeInput(raw, o.namespace)
+	req, typ, bare, err := decodeInput(raw, o.namespace)
 	if err != nil {
 		return err
 	}
@@ -113,20 +109,18 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	h := mutate.NewHandler(mutate.Handler{Policy: staticPolicy{pol}, Resolver: res, Namespaces: o.labels})
-	resp := h.Handle(ctx, admission.Request{AdmissionRequest: *req})
-	if err := resp.Complete(admission.Request{AdmissionRequest: *req}); err != nil {
-		return fmt.Errorf("building the response: %w", err)
-	}
+	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, Resolver: res, Namespaces: o.labels})
+	resp := admissionhttp.Run(ctx, h, req)
 	if !bare {
-		out, err := json.MarshalIndent(admissionv1.AdmissionReview{
-			TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-			Response: &resp.AdmissionResponse,
-		}, "", "  ")
+		answer, err := kjson.AppendReview(nil, admissionhttp.Answer(typ, resp))
 		if err != nil {
+			return fmt.Errorf("encoding the answer: %w", err)
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, answer, "", "  "); err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(stdout, "%s\n", out)
+		_, err = fmt.Fprintf(stdout, "%s\n", out.Bytes())
 		return err
 	}
 	for _, w := range resp.Warnings {
@@ -153,10 +147,6 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	return err
 }
 
-type staticPolicy struct{ c *policy.Compiled }
-
-func (s staticPolicy) Current() *policy.Compiled { return s.c }
-
 func readInput(file string, stdin io.Reader) ([]byte, error) {
 	r := stdin
 	name := "stdin"
@@ -168,63 +158,60 @@ func readInput(file string, stdin io.Reader) ([]byte, error) {
 		defer f.Close()
 		r, name = f, file
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxInput+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
-	}
-	if len(data) > maxInput {
-		return nil, fmt.Errorf("%s is larger than %d MiB, the webhook's request limit", name, maxInput>>20)
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
+	data, err := admissionhttp.ReadBody(new(bytes.Buffer), r, -1)
+	switch {
+	case errors.Is(err, admissionhttp.ErrTooLarge):
+		return nil, fmt.Errorf("%s is %d MiB or more, the webhook's request limit", name, admissionhttp.MaxBodySize>>20)
+	case errors.Is(err, admissionhttp.ErrEmpty) || (err == nil && len(bytes.TrimSpace(data)) == 0):
 		return nil, fmt.Errorf("%s is empty: expected an AdmissionReview or a Pod", name)
+	case err != nil:
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return data, nil
 }
 
-// decodeInput accepts an AdmissionReview (its request is used as is) or a bare Pod (wrapped in a
-// CREATE request). bare reports the latter.
-func decodeInput(raw []byte, namespace string) (*admissionv1.AdmissionRequest, bool, error) {
+// decodeInput accepts an AdmissionReview, decoded as serve decodes one, or a bare Pod, wrapped
+// in a CREATE request. bare reports the latter.
+func decodeInput(raw []byte, namespace string) (admission.Request, metav1.TypeMeta, bool, error) {
+	var none metav1.TypeMeta
 	data, err := yaml.YAMLToJSON(raw)
 	if err != nil {
-		return nil, false, fmt.Errorf("input is neither JSON nor YAML: %w", err)
+		return admission.Request{}, none, false, fmt.Errorf("input is neither JSON nor YAML: %w", err)
 	}
-	var meta metav1.TypeMeta
-	if err := json.Unmarshal(data, &meta); err != nil {
-		return nil, false, fmt.Errorf("input is not a Kubernetes object: %w", err)
+	var head struct {
+		metav1.TypeMeta `json:",inline"`
+		Request         *struct{} `json:"request"`
+		Metadata        struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
 	}
-	switch meta.Kind {
+	if err := kjson.Unmarshal(data, &head); err != nil {
+		return admission.Request{}, none, false, fmt.Errorf("input is not a Kubernetes object: %w", err)
+	}
+	switch head.Kind {
 	case "AdmissionReview":
-		var review admissionv1.AdmissionReview
-		if err := json.Unmarshal(data, &review); err != nil {
-			return nil, false, fmt.Errorf("input is not a valid AdmissionReview: %w", err)
+		if head.Request == nil {
+			return admission.Request{}, none, false, errors.New("the AdmissionReview has no request")
 		}
-		if review.Request == nil {
-			return nil, false, errors.New("the AdmissionReview has no request")
+		req, typ, err := admissionhttp.Decode(data)
+		if err != nil {
+			return admission.Request{}, none, false, fmt.Errorf("input is not a valid AdmissionReview: %w", err)
 		}
-		return review.Request, false, nil
+		return req, typ, false, nil
 	case "Pod":
-		var pod corev1.Pod
-		if err := json.Unmarshal(data, &pod); err != nil {
-			return nil, false, fmt.Errorf("input is not a valid Pod: %w", err)
-		}
-		ns := pod.Namespace
-		if ns == "" {
-			ns = namespace
-		}
-		if ns == "" {
-			ns = metav1.NamespaceDefault
-		}
-		return &admissionv1.AdmissionRequest{
+		ns := cmp.Or(head.Metadata.Namespace, namespace, metav1.NamespaceDefault)
+		return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 			UID:       types.UID("pullgate-mutate"),
 			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
 			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
 			Namespace: ns,
-			Name:      pod.Name,
+			Name:      head.Metadata.Name,
 			Operation: admissionv1.Create,
 			Object:    runtime.RawExtension{Raw: data},
-		}, true, nil
+		}}, none, true, nil
 	case "":
-		return nil, false, errors.New("input has no kind: expected an AdmissionReview or a Pod")
+		return admission.Request{}, none, false, errors.New("input has no kind: expected an AdmissionReview or a Pod")
 	}
-	return nil, false, fmt.Errorf("input is a %s, expected an AdmissionReview or a Pod", meta.Kind)
+	return admission.Request{}, none, false, fmt.Errorf("input is a %s, expected an AdmissionReview or a Pod", head.Kind)
 }

@@ -25,7 +25,7 @@ const pollInterval = 5 * time.Second
 type policyStore struct {
 	path     string
 	log      logr.Logger
-	onChange func(*policy.Compiled) // called after each successful swap
+	onChange func() // called after each successful swap, under the load lock
 
 	cur  atomic.Pointer[policy.Compiled]
 	mu   sync.Mutex // serialises loads
@@ -55,7 +55,7 @@ func (s *policyStore) load() (changed bool, err error) {
 	}
 	s.cur.Store(c)
 	if s.onChange != nil {
-		s.onChange(c)
+		s.onChange()
 	}
 	return true, nil
 }

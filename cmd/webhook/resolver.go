@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,22 +24,31 @@ import (
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
-// podSecretTTL bounds how long a pod's pull-secret keychain is reused. Resolution runs on every
-// admission, cache hits included, so reading the secrets each time would put one API call per
-// secret on the admission path; a rotated secret is picked up within this time.
+// podSecretTTL bounds how long a pod pull secret, once read, is reused. Pods' secrets are read
+// on every admission that resolves, cache hits included: a scale-up of a hundred pods must cost
+// one API call per secret, not a hundred. A rotated secret is picked up within this time.
 const podSecretTTL = 30 * time.Second
+
+// maxPodSecrets bounds the pull secrets kept; dropping them all is cheap, the next admissions
+// read them again.
+const maxPodSecrets = 10000
+
+// podSecretReadTimeout bounds one shared read, which outlives the admission that started it.
+const podSecretReadTimeout = 10 * time.Second
 
 // secrets reads kubernetes.io/dockerconfigjson Secrets; nil when no API server is reachable.
 type secrets struct {
 	client    kubernetes.Interface
 	namespace string // pullgate's own: the only place policy-named credentials are read from
 
-	mu   sync.Mutex
-	pods map[string]podKeys // by namespace and sorted secret names
-	now  func() time.Time
+	reads singleflight.Group // one API call per pod pull secret at a time
+	mu    sync.Mutex
+	pods  map[string]podSecret // by namespace/name, read within podSecretTTL
+	now   func() time.Time
 }
 
-type podKeys struct {
+// podSecret is one pod pull secret as read: a nil keychain for one that does not exist.
+type podSecret struct {
 	keychain authn.Keychain
 	id       string
 	expires  time.Time
@@ -150,42 +160,75 @@ func connection(ctx context.Context, hostname string, c policy.Connection, sec *
 func (s *secrets) podKeychain(ctx context.Context, namespace string, names []string) (authn.Keychain, string, error) {
 	sorted := append([]string(nil), names...)
 	sort.Strings(sorted)
-	key := namespace + "/" + strings.Join(sorted, ",")
+	var chains []authn.Keychain
+	ids := make([]string, 0, len(sorted))
+	for _, n := range sorted {
+		ps, err := s.podSecret(ctx, namespace, n)
+		if err != nil {
+			return nil, "", err
+		}
+		if ps.keychain != nil {
+			chains = append(chains, ps.keychain)
+		}
+		ids = append(ids, ps.id)
+	}
+	return authn.NewMultiKeychain(chains...), strings.Join(ids, ","), nil
+}
+
+// podSecret returns a pod pull secret read within podSecretTTL, or reads it: one read at a
+// time per secret, which every admission asking meanwhile waits for.
+func (s *secrets) podSecret(ctx context.Context, namespace, name string) (podSecret, error) {
+	key := namespace + "/" + name
 	now := time.Now
 	if s.now != nil {
 		now = s.now
 	}
 	s.mu.Lock()
-	if e, ok := s.pods[key]; ok && now().Before(e.expires) {
+	ps, ok := s.pods[key]
+	s.mu.Unlock()
+	if ok && now().Before(ps.expires) {
+		return ps, nil
+	}
+	ch := s.reads.DoChan(key, func() (any, error) {
+		// Detached from the first caller's cancellation: the others wait for this read too.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), podSecretReadTimeout)
+		defer cancel()
+		ps, err := s.readPodSecret(ctx, namespace, name)
+		if err != nil {
+			return podSecret{}, err
+		}
+		ps.expires = now().Add(podSecretTTL)
+		s.mu.Lock()
+		if s.pods == nil || len(s.pods) >= maxPodSecrets {
+			s.pods = map[string]podSecret{}
+		}
+		s.pods[key] = ps
 		s.mu.Unlock()
-		return e.keychain, e.id, nil
+		return ps, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return podSecret{}, res.Err
+		}
+		return res.Val.(podSecret), nil
+	case <-ctx.Done():
+		return podSecret{}, fmt.Errorf("reading secret %s: %w", key, ctx.Err())
 	}
-	s.mu.Unlock()
+}
 
-	var chains []authn.Keychain
-	ids := make([]string, 0, len(sorted))
-	for _, n := range sorted {
-		data, id, err := s.get(ctx, namespace, n)
-		if apierrors.IsNotFound(err) {
-			ids = append(ids, namespace+"/"+n+"@missing")
-			continue
-		}
-		if err != nil {
-			return nil, "", err
-		}
-		kc, err := resolve.KeychainFromDockerConfigJSON(data)
-		if err != nil {
-			return nil, "", fmt.Errorf("secret %s/%s: %w", namespace, n, err)
-		}
-		chains = append(chains, kc)
-		ids = append(ids, id)
+// readPodSecret asks the API server for one pod pull secret.
+func (s *secrets) readPodSecret(ctx context.Context, namespace, name string) (podSecret, error) {
+	data, id, err := s.get(ctx, namespace, name)
+	if apierrors.IsNotFound(err) {
+		return podSecret{id: namespace + "/" + name + "@missing"}, nil
 	}
-	e := podKeys{keychain: authn.NewMultiKeychain(chains...), id: strings.Join(ids, ","), expires: now().Add(podSecretTTL)}
-	s.mu.Lock()
-	if s.pods == nil || len(s.pods) > 10000 {
-		s.pods = map[string]podKeys{} // bounded: dropping all is cheap, the next admissions refill it
+	if err != nil {
+		return podSecret{}, err
 	}
-	s.pods[key] = e
-	s.mu.Unlock()
-	return e.keychain, e.id, nil
+	kc, err := resolve.KeychainFromDockerConfigJSON(data)
+	if err != nil {
+		return podSecret{}, fmt.Errorf("secret %s/%s: %w", namespace, name, err)
+	}
+	return podSecret{keychain: kc, id: id}, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,4 +108,43 @@ func err2s(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestPodKeychainBurst: a scale-up admits many pods with the same pull secrets at once; each
+// secret is read from the API server once, not once per pod.
+func TestPodKeychainBurst(t *testing.T) {
+	t.Parallel()
+	client := fake.NewClientset(
+		dockerSecret("apps", "a", "registry.example.com", "u", "p"),
+		dockerSecret("apps", "b", "other.example.com", "u", "p"),
+	)
+	var gets atomic.Int64
+	client.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		gets.Add(1)
+		time.Sleep(20 * time.Millisecond) // an API server's round trip: the burst overlaps it
+		return false, nil, nil
+	})
+	s := &secrets{client: client}
+	const pods = 100
+	var wg sync.WaitGroup
+	ids := make(chan string, pods)
+	for range pods {
+		wg.Go(func() {
+			_, id, err := s.podKeychain(t.Context(), "apps", []string{"b", "a", "missing"})
+			if err != nil {
+				t.Error(err)
+			}
+			ids <- id
+		})
+	}
+	wg.Wait()
+	close(ids)
+	for id := range ids {
+		if id != "apps/a@7,apps/b@7,apps/missing@missing" {
+			t.Fatalf("identity %q", id)
+		}
+	}
+	if n := gets.Load(); n != 3 {
+		t.Errorf("%d pods with 3 pull secrets cost %d GETs, want 3", pods, n)
+	}
 }

@@ -30,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/pullgate/pullgate/pkg/mutate"
-	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
@@ -406,7 +405,8 @@ imagePullSecrets: [pull-%s]
 		t.Fatal(err)
 	}
 	store := &policyStore{path: path, log: logr.Discard()}
-	store.onChange = func(c *policy.Compiled) { configureResolver(ctx, logr.Discard(), res, c, &secrets{}) }
+	reconfig := &reconfigurer{policy: store, secrets: &secrets{}, resolver: res, log: logr.Discard()}
+	store.onChange = func() { reconfig.apply(ctx) }
 	if _, err := store.load(); err != nil {
 		t.Fatal(err)
 	}

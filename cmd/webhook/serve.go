@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -25,10 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/pullgate/pullgate/internal/admissionhttp"
 	"github.com/pullgate/pullgate/pkg/mutate"
-	"github.com/pullgate/pullgate/pkg/policy"
 	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
@@ -52,10 +50,9 @@ type serveOptions struct {
 	verbosity   int
 }
 
-func parseServe(args []string) (serveOptions, error) {
+func parseServe(args []string, stdout, stderr io.Writer) (serveOptions, error) {
 	o := serveOptions{namespace: os.Getenv("POD_NAMESPACE")}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := newFlags("serve", " --policy FILE --cert-dir DIR [flags]")
 	fs.StringVar(&o.policyPath, "policy", "", "policy file (required); reloaded when it changes")
 	fs.StringVar(&o.certDir, "cert-dir", "", "directory with tls.crt and tls.key (required); reloaded when they change")
 	fs.StringVar(&o.host, "bind-address", "", "address the webhook listens on (default all)")
@@ -66,11 +63,11 @@ func parseServe(args []string) (serveOptions, error) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, and without either no namespace labels are read")
 	fs.StringVar(&o.namespace, "namespace", o.namespace, "pullgate's own namespace (default $POD_NAMESPACE): never mutated, and where credential secrets live")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity; 1 logs every admission decision")
-	if err := fs.Parse(args); err != nil {
-		return o, usageError{"serve: " + err.Error()}
+	if err := parseFlags(fs, args, stdout, stderr); err != nil {
+		return o, err
 	}
 	if o.policyPath == "" || o.certDir == "" {
-		return o, usageError{"serve: --policy and --cert-dir are required"}
+		return o, badUsage(fs, stderr, "--policy and --cert-dir are required")
 	}
 	return o, nil
 }
@@ -83,8 +80,8 @@ func newLogger(w io.Writer, verbosity int) logr.Logger {
 	return zap.New(zap.WriteTo(w), zap.Level(level), zap.UseDevMode(false))
 }
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	o, err := parseServe(args)
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseServe(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -112,8 +109,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	store := &policyStore{path: o.policyPath, log: logger.WithName("policy")}
-	store.onChange = func(c *policy.Compiled) { configureResolver(ctx, logger, res, c, sec) }
+	reconfig := &reconfigurer{policy: store, secrets: sec, resolver: res, log: logger}
+	store.onChange = func() { reconfig.apply(ctx) }
 	if _, err := store.load(); err != nil {
+		return err
+	}
+	if err := mutate.RegisterMetrics(metrics.Registry); err != nil {
 		return err
 	}
 	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace, Events: events})
@@ -124,23 +125,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		CertDir: o.certDir,
 		TLSOpts: []func(*tls.Config){hardenTLS},
 	})
-	server.Register(MutatePath, &admissionHTTP{handler: handler, log: logger.WithName("admission")})
+	server.Register(MutatePath, &admissionhttp.Webhook{Handler: handler, Log: logger.WithName("admission")})
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return server.Start(ctx) })
 	g.Go(func() error { return store.watch(ctx) })
-	g.Go(func() error {
-		t := time.NewTicker(credentialRefresh)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-t.C:
-				configureResolver(ctx, logger, res, store.Current(), sec)
-			}
-		}
-	})
+	g.Go(func() error { reconfig.refresh(ctx, credentialRefresh); return nil })
 	if o.metricsAddr != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))
@@ -161,17 +151,6 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 func hardenTLS(c *tls.Config) {
 	c.MinVersion = tls.VersionTLS12
 	c.NextProtos = []string{"http/1.1"}
-}
-
-func configureResolver(ctx context.Context, logger logr.Logger, r *resolve.Resolver, c *policy.Compiled, sec *secrets) {
-	opts, err := resolverOptions(ctx, c, sec)
-	if err != nil {
-		// Partial settings still apply: one unreadable secret must not stop every other mirror.
-		logger.Error(err, "Resolver settings incomplete")
-	}
-	if err := r.Configure(opts); err != nil {
-		logger.Error(err, "Resolver settings rejected; keeping the previous ones")
-	}
 }
 
 // kubeClient returns nil, nil when there is no API server to talk to.
@@ -241,5 +220,3 @@ func serveHTTP(ctx context.Context, addr string, h http.Handler) error {
 	}
 	return nil
 }
-
-var _ admission.Handler = (*mutate.Handler)(nil)

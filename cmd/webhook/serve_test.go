@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,6 +19,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +285,70 @@ func TestServeBadRequests(t *testing.T) {
 	if r, _ := s.post(t, good); !r.Allowed {
 		t.Fatalf("good request after bad ones: %+v", r.Result)
 	}
+}
+
+// TestServeAdmissionInstrumented: serve registers admissionHTTP on controller-runtime's server,
+// which still counts and times each request for the path, and the request's logger reaches the
+// handler's log lines.
+func TestServeAdmissionInstrumented(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, writeFile(t, "policy.yaml", offlinePolicy))
+	series := []string{
+		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-v1-pod"}`,
+		`controller_runtime_webhook_latency_seconds_count{webhook="/mutate-v1-pod"}`,
+	}
+	before := scrape(t, s.metrics, series)
+	if r, _ := s.post(t, reviewJSON(t)); !r.Allowed || len(r.Patch) == 0 {
+		t.Fatalf("not patched: %+v", r.Result)
+	}
+	after := scrape(t, s.metrics, series)
+	for _, name := range series {
+		if after[name] < before[name]+1 {
+			t.Errorf("%s went from %v to %v", name, before[name], after[name])
+		}
+	}
+	if _, ok := after[`controller_runtime_webhook_requests_in_flight{webhook="/mutate-v1-pod"}`]; !ok {
+		if !strings.Contains(fetch(t, s.metrics), `controller_runtime_webhook_requests_in_flight{webhook="/mutate-v1-pod"}`) {
+			t.Error("no in-flight gauge for the path")
+		}
+	}
+	// serve runs at -v 1: the handler's decision carries the request's identity.
+	eventually(t, 5*time.Second, func() error {
+		if !regexp.MustCompile(`"msg":"Decided".*"requestID":"0b5a2f4e-1111-2222-3333-444455556666","kind":"Pod","namespace":"apps","name":"","operation":"CREATE","user":""`).MatchString(s.stderr.String()) {
+			return errors.New("no Decided line with the request's identity")
+		}
+		return nil
+	})
+}
+
+func fetch(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// scrape reads the named series (name{labels} as exposed) from a /metrics page.
+func scrape(t *testing.T, url string, names []string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, line := range strings.Split(fetch(t, url), "\n") {
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(line, n+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				out[n] = f
+			}
+		}
+	}
+	return out
 }

@@ -11,17 +11,17 @@ import (
 // a pod author cycling through endless new tags only costs the memo its contents, never memory.
 const maxDecisions = 1024
 
-// decisions remembers the decisions of one policy by image text. A reloaded policy gets a new
-// memo (Handler.decisions), so nothing decided under the old one is ever reused.
-type decisions struct {
+// policyDecisions remembers the decisions of one policy by image text. A reloaded policy gets
+// new ones (decisionMemo.For), so nothing decided under the old one is ever reused.
+type policyDecisions struct {
 	pol *policy.Compiled
 	mu  sync.RWMutex
 	m   map[string]decision
 }
 
-// decide returns the policy's decision for image, from the memo when it has it. A nil memo
+// decide returns the policy's decision for image, remembered when it can be. A nil d
 // decides every time.
-func (d *decisions) decide(pol *policy.Compiled, image string) decision {
+func (d *policyDecisions) decide(pol *policy.Compiled, image string) decision {
 	if d == nil || d.pol != pol {
 		return decideImage(pol, image)
 	}
@@ -41,19 +41,21 @@ func (d *decisions) decide(pol *policy.Compiled, image string) decision {
 	return dec
 }
 
-// memo holds the decisions of the policy the handler last saw.
-type memo struct{ current atomic.Pointer[decisions] }
+// decisionMemo holds the decisions of the policy the handler last saw.
+type decisionMemo struct {
+	current atomic.Pointer[policyDecisions]
+}
 
-// For returns the memo for pol, a new one when the policy has changed; nil (decide every
+// For returns the decisions of pol, new ones when the policy has changed; nil (decide every
 // time) for a nil memo.
-func (m *memo) For(pol *policy.Compiled) *decisions {
+func (m *decisionMemo) For(pol *policy.Compiled) *policyDecisions {
 	if m == nil {
 		return nil
 	}
 	if d := m.current.Load(); d != nil && d.pol == pol {
 		return d
 	}
-	d := &decisions{pol: pol, m: make(map[string]decision)}
+	d := &policyDecisions{pol: pol, m: make(map[string]decision)}
 	m.current.Store(d)
 	return d
 }

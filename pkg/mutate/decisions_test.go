@@ -10,7 +10,7 @@ import (
 func TestDecisionsAreBounded(t *testing.T) {
 	t.Parallel()
 	pol := mustLoad(t, "testdata/policy.yaml")
-	d := (&memo{}).For(pol)
+	d := (&decisionMemo{}).For(pol)
 	for i := range maxDecisions + 10 {
 		d.decide(pol, fmt.Sprintf("nginx:%d", i))
 		if len(d.m) > maxDecisions {
@@ -33,7 +33,7 @@ func TestDecisionsFollowThePolicy(t *testing.T) {
 		return pol
 	}
 	a, b := load("a.example.com/hub"), load("b.example.com/hub")
-	var m memo
+	var m decisionMemo
 	if got := m.For(a).decide(a, "nginx:1").target; got != "a.example.com/hub/library/nginx" {
 		t.Fatalf("policy a: %s", got)
 	}
@@ -47,8 +47,8 @@ func TestDecisionsFollowThePolicy(t *testing.T) {
 	if got := m.For(b).decide(a, "nginx:1").target; got != "a.example.com/hub/library/nginx" {
 		t.Errorf("b's memo answered for a: %s", got)
 	}
-	var none *memo
-	if none.For(a) != nil || (*decisions)(nil).decide(a, "nginx:1").target != "a.example.com/hub/library/nginx" {
+	var none *decisionMemo
+	if none.For(a) != nil || (*policyDecisions)(nil).decide(a, "nginx:1").target != "a.example.com/hub/library/nginx" {
 		t.Error("no memo must decide every time")
 	}
 }

@@ -200,7 +200,7 @@ func TestGolden(t *testing.T) {
 			}
 			// The handler plans with a memo of decisions: filling it and then reading from it
 			// must plan exactly the same.
-			memo := (&memo{}).For(pol)
+			memo := (&decisionMemo{}).For(pol)
 			for _, round := range []string{"filling the memo", "from the memo"} {
 				if memoized, err := newPlan(pol, in, memo); err != nil || !reflect.DeepEqual(memoized, plan) {
 					t.Fatalf("%s: planned %+v (%v), want %+v", round, memoized, err, plan)

@@ -48,13 +48,12 @@ type Handler struct {
 	Events Recorder
 
 	// decisions remembers what the policy says of each image text; NewHandler sets it.
-	decisions *memo
+	memo *decisionMemo
 }
 
-// NewHandler registers pullgate's metrics and returns a handler.
+// NewHandler returns a handler. Its counters count whether or not RegisterMetrics exposed them.
 func NewHandler(h Handler) *Handler {
-	registerMetrics()
-	h.decisions = &memo{}
+	h.memo = &decisionMemo{}
 	return &h
 }
 
@@ -96,7 +95,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		OldObject:        req.OldObject.Raw,
 		DecodedObject:    decoded(req.Object),
 		DecodedOldObject: decoded(req.OldObject),
-	}, h.decisions.For(pol))
+	}, h.memo.For(pol))
 	if err != nil {
 		if errors.Is(err, ErrBadRequest) {
 			return admission.Errored(http.StatusBadRequest, err)
@@ -237,6 +236,12 @@ const maxConcurrentResolves = 16
 func resolveMargin(budget time.Duration) time.Duration {
 	return min(budget/10, 100*time.Millisecond)
 }
+
+// StaticPolicy is a PolicySource that never changes, for the offline mutate command and tests.
+type StaticPolicy struct{ Policy *policy.Compiled }
+
+// Current returns the policy.
+func (s StaticPolicy) Current() *policy.Compiled { return s.Policy }
 
 // StaticLabels is a NamespaceLabeler with fixed labels, for the offline mutate command.
 type StaticLabels map[string]string

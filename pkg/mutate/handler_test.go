@@ -207,6 +207,9 @@ func TestHandlerPinsAgainstRealRegistry(t *testing.T) {
 }
 
 func TestHandlerAuditAndDryRun(t *testing.T) {
+	if err := mutate.RegisterMetrics(metrics.Registry); err != nil {
+		t.Fatal(err)
+	}
 	h, reg := setup(t, "mode: Audit\n")
 	events := &eventLog{}
 	h.Events = events

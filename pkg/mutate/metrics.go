@@ -1,14 +1,13 @@
 package mutate
 
 import (
-	"sync"
+	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-// Counters live on controller-runtime's registry, next to its webhook latency and in-flight
-// metrics, so one scrape of /metrics shows both. Labels are bounded: no image names.
+// Labels are bounded: no image names.
 var (
 	mutationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pullgate_mutations_total",
@@ -22,11 +21,19 @@ var (
 		Name: "pullgate_unpinned_images_total",
 		Help: "Images that could not be pinned to a digest, by what happened to the pod: kept (admitted with the tag) or denied.",
 	}, []string{"onError"})
-	registerOnce sync.Once
 )
 
-func registerMetrics() {
-	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(mutationsTotal, skippedTotal, unpinnedTotal)
-	})
+// RegisterMetrics adds the handler's counters to reg: in the webhook, controller-runtime's
+// registry, so one scrape shows them beside its webhook metrics. Registering them on the same
+// registry again does nothing.
+func RegisterMetrics(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{mutationsTotal, skippedTotal, unpinnedTotal} {
+		if err := reg.Register(c); err != nil {
+			var already prometheus.AlreadyRegisteredError
+			if !errors.As(err, &already) || already.ExistingCollector != c {
+				return fmt.Errorf("registering admission metrics: %w", err)
+			}
+		}
+	}
+	return nil
 }

@@ -10,15 +10,11 @@ import (
 	"github.com/pullgate/pullgate/internal/kjson"
 )
 
-// DecodedObject is a review's object or oldObject decoded in the same pass as the review: as a
-// field of the request, it reads the pod's JSON straight into the fields pullgate reads, where a
-// RawExtension would scan and copy the bytes to have them decoded again. It rides in the
-// request's RawExtension.Object (hence runtime.Object); the handler plans with it in place of
-// the raw bytes.
-//
-// It refuses what it could not decode exactly as the raw path would (a value that is not a pod,
-// a second object member, which a RawExtension would replace but a struct would merge into): a
-// caller that gets an error decodes the review the raw way instead, and answers as before.
+// DecodedObject is a review's object or oldObject decoded in the same pass as the review,
+// straight into the fields pullgate reads, where a RawExtension would copy the bytes to be
+// decoded again. It rides in the request's RawExtension.Object. It refuses what it could not
+// decode exactly as the raw path would (not a pod, a second object member), and the caller
+// then decodes the review the raw way, so answers never differ.
 type DecodedObject struct {
 	pod  *podView // nil for null
 	seen bool

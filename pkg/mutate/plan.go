@@ -95,8 +95,8 @@ func NewPlan(pol *policy.Compiled, in Input) (*Plan, error) {
 	return newPlan(pol, in, nil)
 }
 
-// newPlan is NewPlan with a memo of image decisions, which may be nil.
-func newPlan(pol *policy.Compiled, in Input, memo *decisions) (*Plan, error) {
+// newPlan is NewPlan with the decisions already known for pol, which may be nil.
+func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, error) {
 	pod, err := in.object()
 	if err != nil {
 		return nil, err
@@ -123,7 +123,7 @@ func newPlan(pol *policy.Compiled, in Input, memo *decisions) (*Plan, error) {
 		return nil, err
 	}
 	for _, s := range candidates {
-		ip, warn := planImage(pol, s, in, pod, memo)
+		ip, warn := planImage(pol, s, in, pod, known)
 		if warn != "" {
 			p.warnings = append(p.warnings, warn)
 		}
@@ -191,8 +191,8 @@ func changeable(in Input, pod *podView) ([]site, bool, error) {
 }
 
 // planImage decides one image. A nil plan with a warning means the image is left untouched.
-func planImage(pol *policy.Compiled, s site, in Input, pod *podView, memo *decisions) (*imagePlan, string) {
-	d := memo.decide(pol, s.image)
+func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *policyDecisions) (*imagePlan, string) {
+	d := known.decide(pol, s.image)
 	if d.problem != "" {
 		return nil, s.field() + ": " + d.problem
 	}
@@ -201,7 +201,7 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, memo *decis
 	}
 	ip := &imagePlan{site: s, ref: d.ref, target: d.target, rewritten: d.rewritten}
 	if d.resolve {
-		ip.request = &contract.ResolveRequest{Ref: d.ref2, Upstream: d.upstream}
+		ip.request = &contract.ResolveRequest{Ref: d.resolveTag, Upstream: d.upstream}
 		if pol.UsePodPullSecrets() {
 			ip.request.Namespace = in.Namespace
 			for _, ps := range pod.Spec.ImagePullSecrets {
@@ -215,18 +215,18 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, memo *decis
 // decision is what a policy says of an image text, wherever it appears: whether it moves, to
 // where, and what to resolve. Nothing in it depends on the pod.
 type decision struct {
-	problem   string // why the image is left untouched, for a warning after its field
-	excluded  bool
-	ref       imageRef
-	target    string
-	rewritten bool
-	resolve   bool
-	ref2      name.Tag // the tag to resolve, on the mirror when there is one
-	upstream  name.Tag
+	problem    string // why the image is left untouched, for a warning after its field
+	excluded   bool
+	ref        imageRef
+	target     string
+	rewritten  bool
+	resolve    bool
+	resolveTag name.Tag // the tag to resolve, on the mirror when there is one
+	upstream   name.Tag
 }
 
 // decideImage works out a decision: parsing the reference and forming the tags to resolve is
-// most of what a warm admission costs after decoding, hence the memo (decisions).
+// most of what a warm admission costs after decoding, hence the memo (decisionMemo).
 func decideImage(pol *policy.Compiled, image string) decision {
 	ref, err := parseImage(image)
 	if err != nil {
@@ -266,7 +266,7 @@ func decideImage(pol *policy.Compiled, image string) decision {
 	if err != nil {
 		upstream = target
 	}
-	d.resolve, d.ref2, d.upstream = true, target, upstream
+	d.resolve, d.resolveTag, d.upstream = true, target, upstream
 	return d
 }
 

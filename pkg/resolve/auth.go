@@ -17,7 +17,8 @@ import (
 // non-secret identity for the set (for example a hash of namespace, names and
 // resourceVersions): results resolved with those credentials are cached under it, so one
 // tenant's private answer never serves another. It is called on every Resolve that carries pull
-// secrets, cache hits included, so it should read from an informer cache, not the API server.
+// secrets, cache hits included, so it must not ask the API server each time: the webhook's
+// keeps each secret for a short TTL and reads it once however many admissions wait for it.
 type PodSecrets func(ctx context.Context, namespace string, names []string) (authn.Keychain, string, error)
 
 // KeychainFromDockerConfigJSON parses the contents of a kubernetes.io/dockerconfigjson Secret

@@ -1,4 +1,4 @@
-package main
+package admissionhttp
 
 import "github.com/go-logr/logr"
 

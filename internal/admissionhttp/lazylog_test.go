@@ -1,4 +1,4 @@
-package main
+package admissionhttp
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 func TestLazyValuesReachTheLine(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
-	l := withLazyValues(newLogger(&buf, 0).WithName("admission"), "requestID", "r-1", "namespace", "apps")
+	l := withLazyValues(testLogger(&buf).WithName("admission"), "requestID", "r-1", "namespace", "apps")
 	l = l.WithValues("extra", 7).WithName("handler")
 	l.V(1).Info("not written at verbosity 0")
 	l.Info("decided", "changes", 2)

@@ -1,4 +1,4 @@
-package main
+package admissionhttp
 
 import (
 	"bufio"
@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +51,7 @@ func testHandler(t testing.TB) admission.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := mutate.NewHandler(mutate.Handler{Policy: staticPolicy{pol}, OwnNamespace: "pullgate"})
+	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, OwnNamespace: "pullgate"})
 	return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
 		switch req.Namespace {
 		case "stub-patches": // Patches, marshalled by Complete
@@ -70,14 +68,14 @@ func testHandler(t testing.TB) admission.Handler {
 	})
 }
 
-// controllerRuntime is the adapter admissionHTTP replaces, configured as serve used it.
+// controllerRuntime is the adapter Webhook replaces, configured as serve used it.
 func controllerRuntime(h admission.Handler) http.Handler {
 	return &admission.Webhook{Handler: h, RecoverPanic: new(true),
 		LogConstructor: func(logr.Logger, *admission.Request) logr.Logger { return logr.Discard() }}
 }
 
 func send(h http.Handler, method, contentType string, body io.Reader) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(method, MutatePath, body)
+	r := httptest.NewRequest(method, mutatePath, body)
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
@@ -112,7 +110,7 @@ func resultCode(r *admissionv1.AdmissionResponse) int32 {
 func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
 	t.Parallel()
 	h := testHandler(t)
-	ours := &admissionHTTP{handler: h, log: logr.Discard()}
+	ours := &Webhook{Handler: h, Log: logr.Discard()}
 	theirs := controllerRuntime(h)
 	nginx := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"nginx:1.27"}]}}`
 	onMirror := strings.Replace(loadPod, "docker.io/library/nginx:1.27", "mirror.example.com/hub/library/nginx:1.27", 1)
@@ -160,7 +158,7 @@ func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
 		{name: "empty body", code: 400, body: nil, sameBytes: true},
 		{name: "wrong content type", code: 400, contentType: "application/yaml", body: good, sameBytes: true},
 		{name: "content type with parameters", code: 400, contentType: "application/json; charset=utf-8", body: good, sameBytes: true},
-		{name: "7 MiB", code: 413, body: reviewOf("CREATE", "apps", paddedPod(maxReviewSize-len(reviewOf("CREATE", "apps", paddedPod(0), ""))), ""), sameBytes: true},
+		{name: "7 MiB", code: 413, body: reviewOf("CREATE", "apps", paddedPod(MaxBodySize-len(reviewOf("CREATE", "apps", paddedPod(0), ""))), ""), sameBytes: true},
 		{name: "malformed", code: 400, body: []byte("{not json")},
 		{name: "trailing data", code: 400, body: append(good[:len(good):len(good)], " {}"...)},
 		{name: "JSON array", code: 400, body: []byte("[]")},
@@ -216,7 +214,7 @@ func TestDecodeReviewOnePass(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			req, typ, err := decodeReview(tc.body)
+			req, typ, err := Decode(tc.body)
 			if err != nil || typ.Kind != "AdmissionReview" || req.UID == "" {
 				t.Fatalf("decodeReview: %v, %+v, uid %q", err, typ, req.UID)
 			}
@@ -273,7 +271,7 @@ func TestAdmissionHTTPRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			called := false
-			a := &admissionHTTP{log: logr.Discard(), handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+			a := &Webhook{Log: logr.Discard(), Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
 				called = true
 				return admission.Allowed("")
 			})}
@@ -302,7 +300,7 @@ func (errReader) Read([]byte) (int, error) { return 0, errors.New("broken") }
 // the client announced its length or not; one byte less is served.
 func TestAdmissionHTTPBodyLimit(t *testing.T) {
 	t.Parallel()
-	a := &admissionHTTP{handler: testHandler(t), log: logr.Discard()}
+	a := &Webhook{Handler: testHandler(t), Log: logr.Discard()}
 	sized := func(n int) []byte {
 		b := reviewOf("CREATE", "apps", paddedPod(n-len(reviewOf("CREATE", "apps", paddedPod(0), ""))), "")
 		if len(b) != n {
@@ -314,9 +312,9 @@ func TestAdmissionHTTPBodyLimit(t *testing.T) {
 		size int
 		code int32
 	}{
-		{maxReviewSize - 1, http.StatusOK},
-		{maxReviewSize, http.StatusRequestEntityTooLarge},
-		{maxReviewSize + 1, http.StatusRequestEntityTooLarge},
+		{MaxBodySize - 1, http.StatusOK},
+		{MaxBodySize, http.StatusRequestEntityTooLarge},
+		{MaxBodySize + 1, http.StatusRequestEntityTooLarge},
 		{10 << 20, http.StatusRequestEntityTooLarge},
 	} {
 		body := sized(tc.size)
@@ -346,7 +344,7 @@ func TestAdmissionHTTPBodyLimit(t *testing.T) {
 func TestAdmissionHTTPPanic(t *testing.T) {
 	t.Parallel()
 	logs := &logLines{}
-	a := &admissionHTTP{log: logs.logger(), handler: admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
+	a := &Webhook{Log: logs.logger(), Handler: admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
 		if req.Namespace == "panic" {
 			var none []string
 			_ = none[len(req.Namespace)] // a runtime error, as a bug in the handler would be
@@ -366,7 +364,7 @@ func TestAdmissionHTTPPanic(t *testing.T) {
 		t.Errorf("controller_runtime_webhook_panics_total went from %v to %v", before, after)
 	}
 	line := logs.find(t, "Admission handler panicked")
-	if line["error"] != want || !strings.Contains(fmt.Sprint(line["stacktrace"]), "admission_test.go") || line["requestID"] != "705ab4f5-6393-11e8-b7cc-42010a800002" {
+	if line["error"] != want || !strings.Contains(fmt.Sprint(line["stacktrace"]), "webhook_test.go") || line["requestID"] != "705ab4f5-6393-11e8-b7cc-42010a800002" {
 		t.Errorf("panic log line %v", line)
 	}
 	// The next request is served.
@@ -396,7 +394,7 @@ func panicsTotal(t *testing.T) float64 {
 func TestAdmissionHTTPLoggerInContext(t *testing.T) {
 	t.Parallel()
 	logs := &logLines{}
-	a := &admissionHTTP{log: logs.logger().WithName("admission"), handler: admission.HandlerFunc(func(ctx context.Context, _ admission.Request) admission.Response {
+	a := &Webhook{Log: logs.logger().WithName("admission"), Handler: admission.HandlerFunc(func(ctx context.Context, _ admission.Request) admission.Response {
 		ctrllog.FromContext(ctx).Info("From the handler", "extra", 1)
 		return admission.Allowed("")
 	})}
@@ -443,79 +441,13 @@ func (l *logLines) find(t *testing.T, msg string) map[string]any {
 	return nil
 }
 
-// TestServeAdmissionInstrumented: serve registers admissionHTTP on controller-runtime's server,
-// which still counts and times each request for the path, and the request's logger reaches the
-// handler's log lines.
-func TestServeAdmissionInstrumented(t *testing.T) {
-	t.Parallel()
-	s := startServe(t, writeFile(t, "policy.yaml", offlinePolicy))
-	series := []string{
-		`controller_runtime_webhook_requests_total{code="200",webhook="/mutate-v1-pod"}`,
-		`controller_runtime_webhook_latency_seconds_count{webhook="/mutate-v1-pod"}`,
-	}
-	before := scrape(t, s.metrics, series)
-	if r, _ := s.post(t, reviewJSON(t)); !r.Allowed || len(r.Patch) == 0 {
-		t.Fatalf("not patched: %+v", r.Result)
-	}
-	after := scrape(t, s.metrics, series)
-	for _, name := range series {
-		if after[name] < before[name]+1 {
-			t.Errorf("%s went from %v to %v", name, before[name], after[name])
-		}
-	}
-	if _, ok := after[`controller_runtime_webhook_requests_in_flight{webhook="/mutate-v1-pod"}`]; !ok {
-		if !strings.Contains(fetch(t, s.metrics), `controller_runtime_webhook_requests_in_flight{webhook="/mutate-v1-pod"}`) {
-			t.Error("no in-flight gauge for the path")
-		}
-	}
-	// serve runs at -v 1: the handler's decision carries the request's identity.
-	eventually(t, 5*time.Second, func() error {
-		if !regexp.MustCompile(`"msg":"Decided".*"requestID":"0b5a2f4e-1111-2222-3333-444455556666","kind":"Pod","namespace":"apps","name":"","operation":"CREATE","user":""`).MatchString(s.stderr.String()) {
-			return errors.New("no Decided line with the request's identity")
-		}
-		return nil
-	})
-}
-
-func fetch(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
-// scrape reads the named series (name{labels} as exposed) from a /metrics page.
-func scrape(t *testing.T, url string, names []string) map[string]float64 {
-	t.Helper()
-	out := map[string]float64{}
-	for _, line := range strings.Split(fetch(t, url), "\n") {
-		for _, n := range names {
-			if v, ok := strings.CutPrefix(line, n+" "); ok {
-				f, err := strconv.ParseFloat(v, 64)
-				if err != nil {
-					t.Fatalf("%s: %v", line, err)
-				}
-				out[n] = f
-			}
-		}
-	}
-	return out
-}
-
 // BenchmarkAdmission compares the adapters on the load test's pod, with a handler that only
 // allows (the adapter's own cost) and with pullgate's (the offline policy: no registry).
 func BenchmarkAdmission(b *testing.B) {
 	body := reviewOf("CREATE", "apps", loadPod, "")
 	allow := admission.HandlerFunc(func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
 	pullgate := testHandler(b)
-	logger := newLogger(io.Discard, 0)
+	logger := testLogger(io.Discard)
 	for _, h := range []struct {
 		name string
 		h    admission.Handler
@@ -525,7 +457,7 @@ func BenchmarkAdmission(b *testing.B) {
 			h    http.Handler
 		}{
 			{"controller-runtime", &admission.Webhook{Handler: h.h, RecoverPanic: new(true)}},
-			{"admissionHTTP", &admissionHTTP{handler: h.h, log: logger.WithName("admission")}},
+			{"admissionhttp", &Webhook{Handler: h.h, Log: logger.WithName("admission")}},
 		} {
 			b.Run(h.name+"/"+a.name, func(b *testing.B) {
 				b.ReportAllocs()
@@ -533,7 +465,7 @@ func BenchmarkAdmission(b *testing.B) {
 				rd := bytes.NewReader(body)
 				for b.Loop() {
 					rd.Reset(body)
-					r := httptest.NewRequest(http.MethodPost, MutatePath, rd)
+					r := httptest.NewRequest(http.MethodPost, mutatePath, rd)
 					r.Header.Set("Content-Type", "application/json")
 					w := httptest.NewRecorder()
 					a.h.ServeHTTP(w, r)
@@ -551,7 +483,7 @@ func BenchmarkAdmission(b *testing.B) {
 // goroutine for as long as it likes.
 func TestAdmissionTricklingBody(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(&admissionHTTP{handler: testHandler(t), log: logr.Discard(), readTimeout: 200 * time.Millisecond})
+	srv := httptest.NewServer(&Webhook{Handler: testHandler(t), Log: logr.Discard(), ReadTimeout: 200 * time.Millisecond})
 	t.Cleanup(srv.Close)
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
@@ -581,7 +513,7 @@ func TestAdmissionTricklingBody(t *testing.T) {
 func TestBodyBuffersAreNotAliased(t *testing.T) {
 	t.Parallel()
 	var kept []admission.Request
-	a := &admissionHTTP{log: logr.Discard(), handler: admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
+	a := &Webhook{Log: logr.Discard(), Handler: admission.HandlerFunc(func(_ context.Context, req admission.Request) admission.Response {
 		kept = append(kept, req)
 		return admission.Allowed("")
 	})}
@@ -597,7 +529,7 @@ func TestBodyBuffersAreNotAliased(t *testing.T) {
 	if first.Namespace != "aaaaaaaa" || !bytes.Contains(first.Options.Raw, []byte(`"fieldManager":"aaaaaaaa"`)) || first.UserInfo.Username == "" {
 		t.Errorf("the first request changed after its buffer was reused: namespace %q, options %s", first.Namespace, first.Options.Raw)
 	}
-	want, _, err := decodeReview(review("aaaaaaaa"))
+	want, _, err := Decode(review("aaaaaaaa"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package admissionhttp
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func (l *lastRequest) Handle(ctx context.Context, req admission.Request) admissi
 }
 
 // FuzzAdmissionHTTP drives arbitrary bytes through the HTTP adapter the server really uses (the
-// entry point for whatever reaches port 9443) and pullgate's handler: it always answers with an
+// entry point for whatever reaches port 9443) and pullgate's Handler: it always answers with an
 // AdmissionReview, never panics, and any patch applies to the object it was given, leaves a Pod
 // that still decodes, and is not patched again on reinvocation.
 func FuzzAdmissionHTTP(f *testing.F) {
@@ -61,8 +61,8 @@ func FuzzAdmissionHTTP(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	last := &lastRequest{h: mutate.NewHandler(mutate.Handler{Policy: staticPolicy{pol}, OwnNamespace: "pullgate"})}
-	a := &admissionHTTP{handler: last, log: logr.Discard()}
+	last := &lastRequest{h: mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, OwnNamespace: "pullgate"})}
+	a := &Webhook{Handler: last, Log: logr.Discard()}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		last.req = nil
 		resp := post(t, a, body)
@@ -104,7 +104,7 @@ func FuzzAdmissionHTTP(f *testing.F) {
 
 func post(t *testing.T, h http.Handler, body []byte) admissionv1.AdmissionResponse {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
+	req := httptest.NewRequest(http.MethodPost, mutatePath, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -131,7 +131,7 @@ func corpusValue(data []byte) ([]byte, bool) {
 
 // FuzzAdmissionMatchesControllerRuntime: whatever JSON the body holds, pullgate's adapter (which
 // decodes the pod along with the review, or falls back to raw objects) answers as
-// controller-runtime's adapter does on the same handler: the same response when the review
+// controller-runtime's adapter does on the same Handler: the same response when the review
 // decodes, the same refusal code when not. What is not JSON ours refuses, where
 // controller-runtime tries YAML (TestAdmissionHTTPRefusals). The envelope's apiVersion and kind
 // are compared by TestAdmissionHTTPMatchesControllerRuntime only: for envelopes the API server
@@ -141,7 +141,7 @@ func FuzzAdmissionMatchesControllerRuntime(f *testing.F) {
 	f.Add(reviewOf("UPDATE", "apps", loadPod, `,"oldObject":`+loadPod))
 	f.Add(reviewOf("CREATE", "apps", loadPod, `,"object":null`))
 	h := testHandler(f)
-	ours := &admissionHTTP{handler: h, log: logr.Discard()}
+	ours := &Webhook{Handler: h, Log: logr.Discard()}
 	theirs := controllerRuntime(h)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got := send(ours, http.MethodPost, "application/json", bytes.NewReader(body))
