@@ -150,6 +150,12 @@ func TestPolicyCheck(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
+	// A misspelt key and six other problems: all seven in one run, in file order.
+	out, _, err = runCmd(t, "", "policy", "check", "../../pkg/policy/testdata/invalid-misspelt-and-six.yaml")
+	if err == nil || !strings.Contains(err.Error(), "7 problem(s)") || strings.Count(out, "\n") != 7 ||
+		!strings.Contains(out, "line 7: mirrors[0].insecrue: unknown field") || !strings.Contains(out, "line 16: rules[0].mode: Unsupported value") {
+		t.Errorf("err=%v out:\n%s", err, out)
+	}
 	if _, _, err := runCmd(t, "", "policy", "lint"); err == nil {
 		t.Error("unknown policy subcommand accepted")
 	}

@@ -2,9 +2,12 @@ package policy
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -53,36 +56,46 @@ func (e *Error) Error() string {
 // Parse decodes a policy strictly: unknown and duplicate keys are errors with their line.
 // It neither defaults nor validates; see Load and Check for the whole pipeline.
 func Parse(data []byte) (*Policy, error) {
+	p, _, unknown, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(unknown) > 0 {
+		return nil, &Error{Problems: unknown}
+	}
+	return p, nil
+}
+
+// decode reads a policy, and reports the keys the types do not know apart from failures that
+// stop decoding, so that Check can report them beside every other problem.
+func decode(data []byte) (*Policy, *yamlv3.Node, []Problem, error) {
 	if len(data) > maxPolicySize {
-		return nil, &Error{Problems: []Problem{{Message: fmt.Sprintf("file is %d bytes, larger than the %d byte limit", len(data), maxPolicySize)}}}
+		return nil, nil, nil, &Error{Problems: []Problem{{Message: fmt.Sprintf("file is %d bytes, larger than the %d byte limit", len(data), maxPolicySize)}}}
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &Error{Problems: []Problem{{Message: "file is empty"}}}
+		return nil, nil, nil, &Error{Problems: []Problem{{Message: "file is empty"}}}
 	}
 	root, err := parseNode(data)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
+		return nil, nil, nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
 	if dups := duplicateKeys(root, nil); len(dups) > 0 {
-		return nil, &Error{Problems: dups}
+		return nil, nil, nil, &Error{Problems: dups}
 	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{{Message: err.Error()}}}
+		return nil, nil, nil, &Error{Problems: []Problem{{Message: err.Error()}}}
 	}
 	var p Policy
 	strict, err := sigsjson.UnmarshalStrict(js, &p)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{{Message: cleanJSONError(err)}}}
+		return nil, nil, nil, &Error{Problems: []Problem{{Message: cleanJSONError(err)}}}
 	}
-	if len(strict) > 0 {
-		e := &Error{}
-		for _, s := range strict {
-			e.Problems = append(e.Problems, strictProblem(root, s))
-		}
-		return nil, e
+	var unknown []Problem
+	for _, s := range strict {
+		unknown = append(unknown, strictProblem(root, s))
 	}
-	return &p, nil
+	return &p, root, unknown, nil
 }
 
 // parseNode parses the document into a yaml.v3 node tree, which knows line numbers and rejects
@@ -201,30 +214,43 @@ func splitPath(path string) []segment {
 }
 
 // Check runs the whole pipeline (parse, default, validate, compile) and returns every problem
-// with its line. It is what `webhook policy check` and Load use.
+// with its line, unknown keys included, in file order. It is what `webhook policy check` and
+// Load use.
 func Check(data []byte) (*Compiled, error) {
-	p, err := Parse(data)
+	p, root, problems, err := decode(data)
 	if err != nil {
 		return nil, err
 	}
 	p.SetDefaults()
-	if errs := p.Validate(); len(errs) > 0 {
-		root, _ := parseNode(data)
-		return nil, fieldErrors(root, errs)
+	problems = append(problems, fieldErrors(root, p.Validate())...)
+	if len(problems) > 0 {
+		slices.SortStableFunc(problems, byLine)
+		return nil, &Error{Problems: problems}
 	}
 	return p.Compile()
 }
 
-func fieldErrors(root *yamlv3.Node, errs field.ErrorList) *Error {
-	e := &Error{}
+func fieldErrors(root *yamlv3.Node, errs field.ErrorList) []Problem {
+	var out []Problem
 	for _, fe := range errs {
-		e.Problems = append(e.Problems, Problem{
+		out = append(out, Problem{
 			Field:   fe.Field,
 			Line:    lineOf(root, fe.Field),
 			Message: fe.ErrorBody(),
 		})
 	}
-	return e
+	return out
+}
+
+// byLine orders problems as the file has them; those without a line come last.
+func byLine(a, b Problem) int {
+	line := func(p Problem) int {
+		if p.Line == 0 {
+			return math.MaxInt
+		}
+		return p.Line
+	}
+	return cmp.Compare(line(a), line(b))
 }
 
 // Load reads and checks a policy file. Relative caFile paths stay relative to the process.

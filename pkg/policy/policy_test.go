@@ -14,7 +14,17 @@ import (
 // wantProblems lists, per invalid file, problems that must be reported (field or message
 // substrings, each with its line where the file has one). All of a file's problems come at once.
 var wantProblems = map[string][]string{
-	"invalid-unknown-field.yaml": {"line 5: mirrors[0].mirorr: unknown field"},
+	"invalid-unknown-field.yaml": {"line 5: mirrors[0].mirorr: unknown field", "line 4: mirrors[0].mirror: Required value"},
+	// An unknown key is reported with every other problem, not alone (exactly these seven).
+	"invalid-misspelt-and-six.yaml": {
+		"line 3: mode: Unsupported value",
+		"line 7: mirrors[0].insecrue: unknown field",
+		"line 9: resolve.timeout: Invalid value",
+		"line 10: resolve.onError: Unsupported value",
+		"line 11: pullPolicy: Unsupported value",
+		"line 12: imagePullSecrets[0]: Invalid value",
+		"line 16: rules[0].mode: Unsupported value",
+	},
 	"invalid-many.yaml": {
 		"line 1: apiVersion: Unsupported value",
 		"line 3: mode: Unsupported value",
@@ -91,6 +101,9 @@ func TestCheckTestdata(t *testing.T) {
 				if !strings.Contains(all, w) {
 					t.Errorf("missing %q in:\n%s", w, all)
 				}
+			}
+			if base == "invalid-misspelt-and-six.yaml" && len(lines) != len(want) {
+				t.Errorf("%d problems, want %d:\n%s", len(lines), len(want), all)
 			}
 		})
 	}
