@@ -10,14 +10,16 @@ WORKDIR /src
 # Dependencies first: this layer is reused until go.mod or go.sum change.
 COPY go.mod go.sum ./
 RUN go mod download
+# Every package directory the binary imports (test/image's TestDockerContext checks it).
+COPY hack/build.sh hack/
 COPY cmd/ cmd/
+COPY internal/ internal/
 COPY pkg/ pkg/
 ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=${VERSION}" \
-    -o /out/webhook ./cmd/webhook
+# The build flags live in hack/build.sh, which make build and make image run too.
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out/webhook "${VERSION}"
 
 # distroless/static:nonroot carries CA certificates (registries are called over TLS) and the
 # nonroot user, and nothing else: no shell, no package manager. Pinned by digest so a rebuild of

@@ -7,7 +7,6 @@ SHELL := /usr/bin/env bash
 export GOTOOLCHAIN := go1.27.3
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/webhook
 TOOLS := $(or $(PULLGATE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pullgate)/tools
 
@@ -17,7 +16,7 @@ help: ## List the targets.
 
 .PHONY: build
 build: ## Build the static webhook binary into bin/webhook.
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/webhook
+	GO="$(GO)" ./hack/build.sh $(BIN) $(VERSION)
 
 .PHONY: run
 run: build ## Offline demo: mutate the example pod with the example policy against a local registry.
@@ -39,7 +38,7 @@ e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registri
 
 .PHONY: bench
 bench: ## Go benchmarks with allocation figures.
-	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./cmd/...
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/... ./cmd/...
 
 .PHONY: loadtest
 loadtest: build ## Load test over HTTPS against a local registry, with the floor (ARGS=-smoke for a short run).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the webhook image without a Docker engine: a static binary (CGO off, -trimpath) for
-# linux/$GOARCH, then hack/image (go-containerregistry) lays it on an empty base and writes an OCI
+# Builds the webhook image without a Docker engine: the binary for linux/$GOARCH (hack/build.sh,
+# as the Dockerfile builds it), then hack/image (go-containerregistry) lays it on an empty base and writes an OCI
 # layout to $OUT/image. With IMAGE=host/repo:tag it also pushes there (plain HTTP for 127.0.0.1 and
 # localhost; INSECURE=1 for other hosts).
 #
@@ -17,8 +17,7 @@ revision=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 
 mkdir -p "$out"
 bin=$out/webhook-linux-$goarch
-CGO_ENABLED=0 GOOS=linux GOARCH=$goarch \
-  go build -trimpath -buildvcs=false -ldflags "-s -w -X main.version=$version" -o "$bin" ./cmd/webhook
+GOOS=linux GOARCH=$goarch ./hack/build.sh "$bin" "$version"
 
 args=(-binary "$bin" -out "$out/image" -platform "linux/$goarch" -version "$version" -revision "$revision")
 if [[ -n ${IMAGE:-} ]]; then
