@@ -334,15 +334,7 @@ imagePullSecrets: [mirror-pull]
 		return nil
 	})
 
-	resp, err := http.Get(s.metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsText, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	metricsText := fetch(t, s.metrics)
 
 	// The offline command reads the same file and logs at -v 1.
 	mutateOut, mutateErr, _ := runCmd(t, reviewYAML, "mutate", "--policy", policyPath, "-v", "1")
@@ -366,7 +358,7 @@ imagePullSecrets: [mirror-pull]
 	for where, text := range map[string]string{
 		"server log":          s.stderr.String(),
 		"admission responses": answers.String(),
-		"/metrics":            string(metricsText),
+		"/metrics":            metricsText,
 		"mutate output":       mutateOut + mutateErr,
 	} {
 		for _, f := range forbidden {

@@ -228,14 +228,9 @@ func TestServeHTTPSAndHotReload(t *testing.T) {
 	})
 
 	// Metrics: controller-runtime's webhook metrics and ours, on one endpoint.
-	resp, err := http.Get(s.metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := fetch(t, s.metrics)
 	for _, m := range []string{"controller_runtime_webhook_requests_total", `pullgate_mutations_total{action="rewrite",mode="enforce"}`} {
-		if !strings.Contains(string(body), m) {
+		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %s", m)
 		}
 	}
