@@ -36,6 +36,10 @@ deps: ## Install the Debian packages the tests run as real servers (docker-regis
 e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registries.
 	./hack/e2e.sh
 
+.PHONY: node-bench
+node-bench: build ## Pod start on a real node (needs root): remote vs pullgate + mirror cold/warm vs pre-pulled (ARGS=-smoke, -size 1GiB, -bandwidth 100, -rtt 30ms).
+	./hack/node-bench.sh $(ARGS)
+
 .PHONY: bench
 bench: ## Go benchmarks with allocation figures.
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/... ./cmd/...

@@ -13,32 +13,9 @@
 # the suite passes); PULLGATE_E2E_KEEP=1 keeps them on success too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 began=$(date +%s)
 
-./hack/deps.sh e2e
-PULLGATE_E2E_KUBE_DIR=${PULLGATE_E2E_KUBE_DIR:-$(./hack/kube-binaries.sh | tail -n1)}
-PULLGATE_E2E_HELM=${PULLGATE_E2E_HELM:-$(./hack/helm.sh)}
-
-# `make e2e` has just built it; running this script alone builds it the same way.
-if [[ -z ${PULLGATE_E2E_WEBHOOK:-} ]]; then
-  ${MAKE:-make} --no-print-directory build >&2
-  PULLGATE_E2E_WEBHOOK=$root/bin/webhook
-fi
-# pullgate's own image, as an OCI layout: the node suite pushes it and installs the chart with it.
-if [[ -z ${PULLGATE_E2E_IMAGE:-} ]]; then
-  OUT=$root/_out ./hack/image.sh >&2
-  PULLGATE_E2E_IMAGE=$root/_out/image
-fi
-if [[ -z ${PULLGATE_E2E_PAUSE:-} ]]; then
-  (cd test && CGO_ENABLED=0 ${GO:-go} build -trimpath -o "$root/_out/pause" ./e2e/pause)
-  PULLGATE_E2E_PAUSE=$root/_out/pause
-fi
-
-PULLGATE_E2E_ETCD=${PULLGATE_E2E_ETCD:-$(command -v etcd)}
-PULLGATE_E2E_REGISTRY=${PULLGATE_E2E_REGISTRY:-$(command -v docker-registry)}
-export PULLGATE_E2E_KUBE_DIR PULLGATE_E2E_ETCD PULLGATE_E2E_REGISTRY PULLGATE_E2E_WEBHOOK \
-  PULLGATE_E2E_IMAGE PULLGATE_E2E_HELM PULLGATE_E2E_PAUSE
+source hack/e2e-env.sh
 
 pkgs=()
 for a in "$@"; do [[ $a == ./* ]] && pkgs+=("$a"); done

@@ -185,17 +185,50 @@ func (n *Node) Ctr(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// RemoveImages removes from the node every image whose reference contains substr, so the
-// next pod pulls it again.
+// RemoveImages removes from the node every image whose reference contains substr, with the
+// other references the CRI keeps for it (repo@digest, and sha256:<image id>), so its content
+// goes and the next pod pulls it again.
 func (n *Node) RemoveImages(ctx context.Context, substr string) error {
-	out, err := n.Ctr(ctx, "images", "ls", "-q")
+	// containerd skips fetching a layer whose snapshot exists, and an exited container keeps
+	// its snapshots until the kubelet's container GC (once a minute) removes it: remove the
+	// exited containers of the image first. Running ones refuse, which is right.
+	cs, err := n.Ctr(ctx, "containers", "ls")
 	if err != nil {
 		return err
 	}
+	tasks, err := n.Ctr(ctx, "tasks", "ls")
+	if err != nil {
+		return err
+	}
+	running := map[string]bool{}
+	for _, l := range strings.Split(tasks, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "RUNNING" {
+			running[f[0]] = true
+		}
+	}
+	for _, l := range strings.Split(cs, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.Contains(f[1], substr) && !running[f[0]] {
+			if _, err := n.Ctr(ctx, "containers", "rm", f[0]); err != nil {
+				return err
+			}
+		}
+	}
+	out, err := n.Ctr(ctx, "images", "ls")
+	if err != nil {
+		return err
+	}
+	// Columns: REF TYPE DIGEST SIZE PLATFORMS LABELS; every reference of one image shares DIGEST.
+	digests := map[string]bool{}
+	lines := strings.Split(out, "\n")
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 2 && strings.Contains(f[0], substr) {
+			digests[f[2]] = true
+		}
+	}
 	var refs []string
-	for _, ref := range strings.Fields(out) {
-		if strings.Contains(ref, substr) {
-			refs = append(refs, ref)
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 2 && digests[f[2]] {
+			refs = append(refs, f[0])
 		}
 	}
 	if len(refs) == 0 {

@@ -255,7 +255,7 @@ func (r *NodeRegistries) RemoteRef(repo string) string { return r.Remote + "/" +
 // MirrorRef is repo[:tag|@digest] on the mirror.
 func (r *NodeRegistries) MirrorRef(repo string) string { return r.Mirror + "/" + repo }
 
-// RequestCounter counts registry requests by kind, and blob downloads by digest.
+// RequestCounter counts registry requests by kind, and blob downloads by repository and digest.
 type RequestCounter struct {
 	mu       sync.Mutex
 	total    int
@@ -279,7 +279,9 @@ func (c *RequestCounter) Wrap(h http.Handler) http.Handler {
 			if c.blobs == nil {
 				c.blobs = map[string]int{}
 			}
-			c.blobs[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+			// Per repository: a registry links blobs per repository, so a blob shared by two
+			// images is fetched once for each.
+			c.blobs[r.URL.Path]++
 		}
 		c.bytes += cw.n
 	})
@@ -288,18 +290,9 @@ func (c *RequestCounter) Wrap(h http.Handler) http.Handler {
 // RequestCounts is a snapshot of a RequestCounter.
 type RequestCounts struct {
 	Total, Manifests int
-	// Blobs counts GETs per blob digest.
+	// Blobs counts GETs per blob path (/v2/<repository>/blobs/<digest>).
 	Blobs map[string]int
 	Bytes int64
-}
-
-// MaxBlobGets is the most times any one blob was downloaded.
-func (s RequestCounts) MaxBlobGets() int {
-	m := 0
-	for _, n := range s.Blobs {
-		m = max(m, n)
-	}
-	return m
 }
 
 // Snapshot returns the counts so far.
