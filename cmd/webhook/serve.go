@@ -59,7 +59,7 @@ func parseServe(args []string, stdout, stderr io.Writer) (serveOptions, error) {
 	fs.IntVar(&o.port, "port", 9443, "webhook HTTPS port")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Prometheus /metrics address; 0 disables")
 	fs.StringVar(&o.healthAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address; 0 disables")
-	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "0", "net/http/pprof address, for profiling; 0 (the default) disables")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "0", "net/http/pprof address, for profiling; 0 disables")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, and without either no namespace labels are read")
 	fs.StringVar(&o.namespace, "namespace", o.namespace, "pullgate's own namespace (default $POD_NAMESPACE): never mutated, and where credential secrets live")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity; 1 logs every admission decision")
