@@ -44,6 +44,8 @@ type Options struct {
 	Node bool
 	// Link shapes the path to the node suite's remote upstream (zero: unthrottled).
 	Link LinkOptions
+	// MirrorRegistry is the Distribution binary of the node's mirror (default: Registry).
+	MirrorRegistry string
 	// Containerd and Ctr are containerd's daemon and client; CNIBinDir holds the CNI plugins.
 	Containerd, Ctr, CNIBinDir string
 	// Pause is the sandbox binary (test/e2e/pause) and Busybox a static busybox for test images.
@@ -89,6 +91,7 @@ func OptionsFromEnv() (Options, error) {
 	o.Containerd, o.Pause = os.Getenv("PULLGATE_E2E_CONTAINERD"), os.Getenv("PULLGATE_E2E_PAUSE")
 	o.Busybox, o.PullgateImage = os.Getenv("PULLGATE_E2E_BUSYBOX"), os.Getenv("PULLGATE_E2E_IMAGE")
 	o.Helm, o.CNIBinDir = os.Getenv("PULLGATE_E2E_HELM"), os.Getenv("PULLGATE_E2E_CNI_BIN_DIR")
+	o.MirrorRegistry = os.Getenv("PULLGATE_E2E_MIRROR_REGISTRY")
 	lookPath(&o.Containerd, "containerd")
 	lookPath(&o.Ctr, "ctr")
 	lookPath(&o.Busybox, "busybox")
@@ -125,6 +128,9 @@ func NodeOptionsFromEnv() (Options, error) {
 		return o, err
 	}
 	o.Node = true
+	if o.MirrorRegistry == "" {
+		o.MirrorRegistry = o.Registry
+	}
 	var missing []string
 	for _, b := range []struct{ what, path, hint string }{
 		{"kubelet", filepath.Join(o.KubeDir, "kubelet"), "run hack/kube-binaries.sh"},
@@ -135,6 +141,7 @@ func NodeOptionsFromEnv() (Options, error) {
 		{"ctr", o.Ctr, "apt-get install containerd"},
 		{"bridge CNI plugin", filepath.Join(o.CNIBinDir, "bridge"), "apt-get install containernetworking-plugins"},
 		{"busybox", o.Busybox, "apt-get install busybox-static"},
+		{"mirror registry", o.MirrorRegistry, "hack/registry-v3.sh, or set PULLGATE_E2E_MIRROR_REGISTRY"},
 		{"pause", o.Pause, "go build -o PATH ./e2e/pause (in test/) and set PULLGATE_E2E_PAUSE"},
 	} {
 		if b.path == "" || !isExecutable(b.path) {

@@ -196,7 +196,7 @@ func (r *NodeRegistries) startMirror(ctx context.Context) error {
 // StartMirror (re)starts the mirror process on its address and storage.
 func (r *NodeRegistries) StartMirror(ctx context.Context) error {
 	e := r.env
-	p, err := e.startProcess("mirror", r.MirrorLog, e.Opts.Registry, r.mirrorArgs...)
+	p, err := e.startProcess("mirror", r.MirrorLog, e.Opts.MirrorRegistry, r.mirrorArgs...)
 	if err != nil {
 		return err
 	}
