@@ -282,7 +282,7 @@ func TestServeBadRequests(t *testing.T) {
 	}
 }
 
-// TestServeAdmissionInstrumented: serve registers admissionHTTP on controller-runtime's server,
+// TestServeAdmissionInstrumented: serve registers admissionhttp.Webhook on controller-runtime's server,
 // which still counts and times each request for the path, and the request's logger reaches the
 // handler's log lines.
 func TestServeAdmissionInstrumented(t *testing.T) {
