@@ -104,7 +104,7 @@ func resultCode(r *admissionv1.AdmissionResponse) int32 {
 	return r.Result.Code
 }
 
-// TestAdmissionHTTPMatchesControllerRuntime sends the same requests to admissionHTTP and to
+// TestAdmissionHTTPMatchesControllerRuntime sends the same requests to Webhook and to
 // controller-runtime's adapter on the same handler. Where both decode the review, the answers
 // must be the same bytes; where both refuse it, the same code (only the decoder's wording differs).
 func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
@@ -148,7 +148,7 @@ func TestAdmissionHTTPMatchesControllerRuntime(t *testing.T) {
 		{name: "request then request null: the first one", code: 200, body: more(`,"request":null`), sameBytes: true},
 		{name: "keys in another case are not the fields", code: 200, body: bytes.Replace(bytes.Replace(good, []byte(`"uid"`), []byte(`"UID"`), 1), []byte(`"operation"`), []byte(`"Operation"`), 1), sameBytes: true},
 		{name: "unknown fields ignored", code: 200, body: more(`,"x":{"y":[1,2]}`), sameBytes: true},
-		// What the one-pass decoding cannot take exactly, taken the raw way (decodeReview).
+		// What the one-pass decoding cannot take exactly, taken the raw way (Decode).
 		{name: "object twice: the last one", code: 200, body: more(`,"object":` + onMirror), sameBytes: true},
 		{name: "object twice, the last null: the first one", code: 200, body: more(`,"object":null`), sameBytes: true},
 		{name: "oldObject twice", code: 200, body: reviewOf("UPDATE", "apps", loadPod, `,"oldObject":`+loadPod+`,"oldObject":`+onMirror), sameBytes: true},
@@ -216,7 +216,7 @@ func TestDecodeReviewOnePass(t *testing.T) {
 			t.Parallel()
 			req, typ, err := Decode(tc.body)
 			if err != nil || typ.Kind != "AdmissionReview" || req.UID == "" {
-				t.Fatalf("decodeReview: %v, %+v, uid %q", err, typ, req.UID)
+				t.Fatalf("Decode: %v, %+v, uid %q", err, typ, req.UID)
 			}
 			decoded, ok := req.Object.Object.(*mutate.DecodedObject)
 			if tc.onePass != ok || tc.onePass == (len(req.Object.Raw) > 0) {
@@ -243,7 +243,7 @@ func paddedPod(pad int) string {
 		`"}},"spec":{"containers":[{"name":"c","image":"nginx:1.27"}]}}`
 }
 
-// TestAdmissionHTTPRefusals covers what admissionHTTP refuses where controller-runtime's adapter
+// TestAdmissionHTTPRefusals covers what Webhook refuses where controller-runtime's adapter
 // went on: it serves POST only, and a review it cannot decode is an error (controller-runtime
 // also decodes YAML, and hands the handler an empty request for an empty chunked body). The
 // API server always POSTs JSON with a Content-Length.
