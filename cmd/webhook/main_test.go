@@ -201,6 +201,10 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"serve"}, []string{"-policy", "-cert-dir", "-bind-address", "-port int", "(default 9443)", "-metrics-bind-address", `(default ":8080")`, "-health-probe-bind-address", `(default ":8081")`, "-pprof-bind-address", `(default "0")`, "-kubeconfig", "-namespace", "-v int"}},
 		{[]string{"mutate"}, []string{"-policy", "-f string", `(default "-")`, "-namespace", "-namespace-labels", "-v int"}},
 		{[]string{"policy", "check"}, nil},
+		{[]string{"controller"}, []string{"-policy", "-namespace", "-sleeper-image", "-leader-elect", "(default true)", "-owner-deployment", "-metrics-bind-address", "-health-probe-bind-address"}},
+		{[]string{"prepull", "render"}, []string{"-policy", "-namespace", "-name-prefix", `(default "pullgate-prepull-")`, "-sleeper-image"}},
+		{[]string{"prepull", "status"}, []string{"-kubeconfig", "-namespace"}},
+		{[]string{"sleep"}, []string{"-install"}},
 		{[]string{"version"}, nil},
 	}
 	for _, c := range commands {

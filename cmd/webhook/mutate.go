@@ -101,11 +101,7 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	opts, err := resolverOptions(ctx, pol, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "warning: %s\n", oneLine(err.Error()))
-	}
-	res, err := resolve.New(opts)
+	res, err := offlineResolver(ctx, pol, stderr)
 	if err != nil {
 		return err
 	}
@@ -145,6 +141,17 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// offlineResolver is the resolver of the commands run without a cluster (mutate, prepull
+// render): the policy's registries, credentials from files only; a setting that cannot be read
+// is a warning, the rest still applies.
+func offlineResolver(ctx context.Context, pol *policy.Compiled, stderr io.Writer) (*resolve.Resolver, error) {
+	opts, err := resolverOptions(ctx, pol, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %s\n", oneLine(err.Error()))
+	}
+	return resolve.New(opts)
 }
 
 func readInput(file string, stdin io.Reader) ([]byte, error) {

@@ -10,27 +10,24 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // TestUnlistedPrivateRegistry: an image on a registry the policy neither mirrors nor lists is
 // resolved only on a public address, so a pod author cannot aim pullgate at in-cluster services;
 // listing the registry (or allowPrivateUnlisted) lets pullgate pin it.
-func TestUnlistedPrivateRegistry(t *testing.T) {
-	t.Parallel()
+// memRegistry serves an in-memory registry over plain HTTP for the test; it returns host:port.
+func memRegistry(t *testing.T) string {
+	t.Helper()
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	img, err := random.Image(128, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+func TestUnlistedPrivateRegistry(t *testing.T) {
+	t.Parallel()
+	host := memRegistry(t)
+	digest := pushRandom(t, host, "team/app:v1")
 	ref, _ := name.NewTag(host + "/team/app:v1")
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	digest, _ := img.Digest()
 	pod := writeFile(t, "pod.yaml", fmt.Sprintf("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: %q}]}\n", ref.String()))
 	base := "apiVersion: pullgate.dev/v1alpha1\nkind: Policy\n"
 
@@ -38,7 +35,7 @@ func TestUnlistedPrivateRegistry(t *testing.T) {
 		name, policy, wantImage, wantWarning string
 	}{
 		{"unlisted", base, ref.String(), "list it in the policy"},
-		{"listed", base + fmt.Sprintf("registries: [{host: %q, insecure: true}]\n", host), ref.String() + "@" + digest.String(), ""},
+		{"listed", base + fmt.Sprintf("registries: [{host: %q, insecure: true}]\n", host), ref.String() + "@" + digest, ""},
 		// Allowed to connect, but an unlisted registry is spoken to over HTTPS only, and this one is
 		// plain HTTP: the warning says how to list it.
 		{"allowPrivateUnlisted", base + "resolve: {allowPrivateUnlisted: true}\n", ref.String(), "insecure"},

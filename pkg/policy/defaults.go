@@ -43,6 +43,9 @@ func (p *Policy) SetDefaults() {
 	if r.OnError == "" {
 		r.OnError = OnErrorKeep
 	}
+	for i := range p.Prepull {
+		p.Prepull[i].setDefaults()
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

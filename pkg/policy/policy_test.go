@@ -55,6 +55,19 @@ var wantProblems = map[string][]string{
 	"invalid-empty.yaml":         {"file is empty"},
 	"invalid-two-documents.yaml": {"more than one YAML document"},
 	"invalid-wrong-type.yaml":    {`invalid duration "soon"`},
+	"invalid-prepull.yaml": {
+		`prepull[0].images[0]: Invalid value: "Not A Ref": not an image reference`,
+		`prepull[0].images[2]: Duplicate value: "docker.io/library/busybox:latest (same image as images[1])"`,
+		`prepull[0].nodeSelector: Invalid value: "bad key!"`,
+		`prepull[0].tolerations[0].operator: Unsupported value: "Sometimes"`,
+		`prepull[0].tolerations[0].effect: Unsupported value: "Never"`,
+		`prepull[0].maxUnavailable: Invalid value: 0`,
+		`prepull[1].name: Duplicate value: "gpu"`,
+		`prepull[1].images: Required value`,
+		`prepull[1].maxUnavailable: Invalid value: "150%"`,
+		`prepull[2].name: Invalid value: "Upper_Case"`,
+		`prepull[2].priorityClassName: Invalid value: "Not_A_Name"`,
+	},
 }
 
 func TestCheckTestdata(t *testing.T) {

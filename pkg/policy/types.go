@@ -57,6 +57,8 @@ type Policy struct {
 	Rules []Rule `json:"rules,omitempty"`
 	// AllowPodOptOut lets a pod skip pullgate with the annotation pullgate.dev/skip: "true".
 	AllowPodOptOut bool `json:"allowPodOptOut,omitempty"`
+	// Prepull lists node groups and the images pullgate keeps cached on them (see prepull.go).
+	Prepull []Prepull `json:"prepull,omitempty"`
 }
 
 // Mirror is one upstream registry and the mirror that serves it.

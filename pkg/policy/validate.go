@@ -36,6 +36,7 @@ func (p *Policy) Validate() field.ErrorList {
 	errs = append(errs, validateGlobs(field.NewPath("exclude", "namespaces"), p.Exclude.Namespaces)...)
 	errs = append(errs, validateGlobs(field.NewPath("exclude", "images"), p.Exclude.Images)...)
 	errs = append(errs, validateRules(field.NewPath("rules"), p.Rules)...)
+	errs = append(errs, validatePrepull(field.NewPath("prepull"), p.Prepull)...)
 	return errs
 }
 

@@ -125,6 +125,7 @@ func TestRender(t *testing.T) {
 			checkWebhook(t, r, pol)
 			checkCertificates(t, r)
 			checkRBAC(t, r)
+			checkController(t, r)
 			checkOptional(t, r)
 			for _, o := range r.objs {
 				if l := o.GetLabels()["app.kubernetes.io/instance"]; l != release {
@@ -459,7 +460,7 @@ func checkRBAC(t *testing.T, r rendered) {
 		}
 	}
 	slices.Sort(secrets)
-	roles := all[*rbacv1.Role](r)
+	roles := slices.DeleteFunc(all[*rbacv1.Role](r), func(r *rbacv1.Role) bool { return r.Name == controllerName })
 	if len(secrets) == 0 {
 		if len(roles) > 0 {
 			t.Errorf("no mirror names a credentialsSecret, yet a Role is rendered: %+v", roles)

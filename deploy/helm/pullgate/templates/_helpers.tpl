@@ -118,9 +118,39 @@ with a warning) must reach the API server within webhook.timeoutSeconds.
 {{- fail (printf "webhook.timeoutSeconds (%vs) must exceed policy.resolve.timeout (%s): the API server would give up before pullgate can answer" .Values.webhook.timeoutSeconds $timeout) }}
 {{- end }}
 {{- end }}
+{{- if and ((.Values.policy).prepull) (not .Values.controller.enabled) }}
+{{- fail "policy.prepull needs controller.enabled=true: the controller keeps the pre-pull DaemonSets (or use `webhook prepull render` and apply its output yourself, without policy.prepull in the chart)" }}
+{{- end }}
+{{- if and .Values.controller.enabled (gt (int .Values.controller.replicas) 1) (not .Values.controller.leaderElection) }}
+{{- fail "controller.replicas > 1 needs controller.leaderElection: two active controllers would fight over the DaemonSets" }}
+{{- end }}
 {{- with .Values.podDisruptionBudget }}
 {{- if and .enabled (not (kindIs "string" .minAvailable)) (ge (int .minAvailable) (int $.Values.replicaCount)) }}
 {{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below replicaCount (%v), or no node drain could ever evict a pullgate pod; with one replica set podDisruptionBudget.enabled=false" .minAvailable $.Values.replicaCount) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The controller's objects. */}}
+{{- define "pullgate.controllerName" -}}{{ include "pullgate.fullname" . }}-controller{{- end }}
+
+{{- define "pullgate.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "pullgate.name" . }}-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pullgate.controllerServiceAccountName" -}}
+{{- if .Values.controller.serviceAccount.create }}
+{{- default (include "pullgate.controllerName" .) .Values.controller.serviceAccount.name }}
+{{- else }}
+{{- required "controller.serviceAccount.name is required when controller.serviceAccount.create is false" .Values.controller.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pullgate.controllerLabels" -}}
+helm.sh/chart: {{ include "pullgate.chart" . }}
+{{ include "pullgate.controllerSelectorLabels" . }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}

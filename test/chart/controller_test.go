@@ -1,0 +1,91 @@
+package chart
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+const controllerName = release + "-controller"
+
+// checkController: with controller.enabled, the controller is a Deployment of its own, with its
+// own ServiceAccount bound to a Role in the release namespace that grants what pre-pulling needs
+// and nothing cluster-wide; its pods are not selected by the webhook's Deployment, PDB or
+// Service. Without it, none of these objects exist.
+func checkController(t *testing.T, r rendered) {
+	t.Helper()
+	if !r.bool(t, "controller.enabled") {
+		for _, o := range r.objs {
+			if strings.HasSuffix(o.GetName(), "-controller") {
+				t.Errorf("controller disabled, yet %T %s is rendered", o, o.GetName())
+			}
+		}
+		return
+	}
+	d := get[*appsv1.Deployment](t, r, controllerName)
+	pod := d.Spec.Template.Spec
+	if want := int32(r.int(t, "controller.replicas")); d.Spec.Replicas == nil || *d.Spec.Replicas != want {
+		t.Errorf("controller replicas = %v, want %d", d.Spec.Replicas, want)
+	}
+	webhook := get[*appsv1.Deployment](t, r, release)
+	wsel, _ := metav1.LabelSelectorAsSelector(webhook.Spec.Selector)
+	if wsel.Matches(labels.Set(d.Spec.Template.Labels)) {
+		t.Errorf("the webhook's selector %v selects the controller pods %v", webhook.Spec.Selector, d.Spec.Template.Labels)
+	}
+	if pod.ServiceAccountName == webhook.Spec.Template.Spec.ServiceAccountName {
+		t.Errorf("the controller shares the webhook's ServiceAccount %s", pod.ServiceAccountName)
+	}
+	c := pod.Containers[0]
+	args := strings.Join(c.Args, " ")
+	for _, want := range []string{"controller ", "--policy=/etc/pullgate/policy.yaml", "--leader-elect=true", "--owner-deployment=" + controllerName, "--sleeper-image=" + c.Image, "--name-prefix=" + release + "-prepull-"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("controller args %q lack %q", args, want)
+		}
+	}
+	if sc := c.SecurityContext; sc == nil || !isTrue(sc.ReadOnlyRootFilesystem) || !isTrue(sc.RunAsNonRoot) {
+		t.Errorf("controller securityContext not hardened: %+v", sc)
+	}
+	role := get[*rbacv1.Role](t, r, controllerName)
+	allowed := map[string][]string{
+		"apps/daemonsets":            {"get", "list", "watch", "create", "update", "delete"},
+		"apps/daemonsets/status":     {"update"},
+		"apps/deployments":           {"get"},
+		"/pods":                      {"get", "list", "watch"},
+		"/events":                    {"create", "patch", "update"},
+		"coordination.k8s.io/leases": {"get", "list", "watch", "create", "update", "patch", "delete"},
+		"/secrets":                   {"get", "watch"},
+	}
+	for _, rule := range role.Rules {
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				want, ok := allowed[g+"/"+res]
+				if g == "events.k8s.io" {
+					want, ok = allowed["/events"]
+				}
+				if !ok || !slices.Equal(rule.Verbs, want) {
+					t.Errorf("controller Role grants %v on %s/%s", rule.Verbs, g, res)
+				}
+				if (res == "deployments" && fmt.Sprint(rule.ResourceNames) != "["+controllerName+"]") || (res == "secrets" && len(rule.ResourceNames) == 0) {
+					t.Errorf("controller Role: %s not limited by name: %v", res, rule.ResourceNames)
+				}
+			}
+		}
+	}
+	rb := get[*rbacv1.RoleBinding](t, r, controllerName)
+	if rb.RoleRef.Name != role.Name || len(rb.Subjects) != 1 || rb.Subjects[0].Name != pod.ServiceAccountName {
+		t.Errorf("controller RoleBinding does not bind its Role to its ServiceAccount: %+v", rb)
+	}
+	for _, crb := range all[*rbacv1.ClusterRoleBinding](r) {
+		for _, s := range crb.Subjects {
+			if s.Name == pod.ServiceAccountName {
+				t.Errorf("ClusterRoleBinding %s binds the controller: it needs nothing cluster-wide", crb.Name)
+			}
+		}
+	}
+}
