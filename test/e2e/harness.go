@@ -209,11 +209,11 @@ type Env struct {
 	// APIServerLog is the API server's own log (klog), where it reports failed webhook calls.
 	APIServerLog string
 
-	mu      sync.Mutex
-	procs   []*Process
-	closers []func()
-	failed  atomic.Bool
-	closed  atomic.Bool
+	mu        sync.Mutex
+	procs     []*Process
+	closers   []func()
+	failed    atomic.Bool
+	closeOnce sync.Once
 }
 
 // Start brings up etcd, kube-apiserver, the upstream registry and the mirror. On error it tears
@@ -264,11 +264,11 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 func (e *Env) MarkFailed() { e.failed.Store(true) }
 
 // Close stops every process and server the Env started, in reverse order, and removes Dir unless
-// the suite failed or Options.Keep is set. It is idempotent.
-func (e *Env) Close() {
-	if !e.closed.CompareAndSwap(false, true) {
-		return
-	}
+// the suite failed or Options.Keep is set. It is idempotent; a second caller (an interrupt racing
+// the end of the suite) waits for the first to finish.
+func (e *Env) Close() { e.closeOnce.Do(e.close) }
+
+func (e *Env) close() {
 	e.mu.Lock()
 	procs, closers := e.procs, e.closers
 	e.procs, e.closers = nil, nil
