@@ -104,21 +104,28 @@ func OptionsFromEnv() (Options, error) {
 		}
 	}
 
-	var missing []string
-	for _, b := range []struct{ what, path, hint string }{
+	return o, checkBinaries("missing binaries", []binary{
 		{"kube-apiserver", filepath.Join(o.KubeDir, "kube-apiserver"), "run hack/kube-binaries.sh or set PULLGATE_E2E_KUBE_DIR"},
 		{"etcd", o.Etcd, "apt-get install etcd-server or set PULLGATE_E2E_ETCD"},
 		{"docker-registry", o.Registry, "apt-get install docker-registry or set PULLGATE_E2E_REGISTRY"},
 		{"webhook", o.Webhook, "make build or set PULLGATE_E2E_WEBHOOK"},
-	} {
+	})
+}
+
+type binary struct{ what, path, hint string }
+
+// checkBinaries reports every binary of bins that is not an executable file, with its hint.
+func checkBinaries(title string, bins []binary) error {
+	var missing []string
+	for _, b := range bins {
 		if b.path == "" || !isExecutable(b.path) {
 			missing = append(missing, fmt.Sprintf("%s (%q): %s", b.what, b.path, b.hint))
 		}
 	}
 	if len(missing) > 0 {
-		return o, fmt.Errorf("missing binaries:\n  %s", strings.Join(missing, "\n  "))
+		return fmt.Errorf("%s:\n  %s", title, strings.Join(missing, "\n  "))
 	}
-	return o, nil
+	return nil
 }
 
 // NodeOptionsFromEnv is OptionsFromEnv with Node set, checking the node's binaries too.
@@ -131,8 +138,7 @@ func NodeOptionsFromEnv() (Options, error) {
 	if o.MirrorRegistry == "" {
 		o.MirrorRegistry = o.Registry
 	}
-	var missing []string
-	for _, b := range []struct{ what, path, hint string }{
+	return o, checkBinaries("missing for the node", []binary{
 		{"kubelet", filepath.Join(o.KubeDir, "kubelet"), "run hack/kube-binaries.sh"},
 		{"kube-controller-manager", filepath.Join(o.KubeDir, "kube-controller-manager"), "run hack/kube-binaries.sh"},
 		{"kube-scheduler", filepath.Join(o.KubeDir, "kube-scheduler"), "run hack/kube-binaries.sh"},
@@ -143,15 +149,7 @@ func NodeOptionsFromEnv() (Options, error) {
 		{"busybox", o.Busybox, "apt-get install busybox-static"},
 		{"mirror registry", o.MirrorRegistry, "hack/registry-v3.sh, or set PULLGATE_E2E_MIRROR_REGISTRY"},
 		{"pause", o.Pause, "go build -o PATH ./e2e/pause (in test/) and set PULLGATE_E2E_PAUSE"},
-	} {
-		if b.path == "" || !isExecutable(b.path) {
-			missing = append(missing, fmt.Sprintf("%s (%q): %s", b.what, b.path, b.hint))
-		}
-	}
-	if len(missing) > 0 {
-		return o, fmt.Errorf("missing for the node:\n  %s", strings.Join(missing, "\n  "))
-	}
-	return o, nil
+	})
 }
 
 // moduleRoot finds the root module (github.com/pullgate/pullgate) above the working directory;
@@ -258,6 +256,24 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		}
 	}
 	return e, nil
+}
+
+// StopOnInterrupt closes the Env and exits 130 when ctx ends before the returned function is
+// called: an interrupt does not run deferred calls, and nothing the suite started may outlive it.
+// (Pdeathsig covers a crash or a -timeout panic.)
+func (e *Env) StopOnInterrupt(ctx context.Context) (finished func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(os.Stderr, "e2e: interrupted, stopping everything")
+			e.MarkFailed()
+			e.Close()
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
 }
 
 // MarkFailed keeps Dir on Close. TestMain calls it when a test failed.

@@ -38,22 +38,9 @@ func run(m *testing.M) int {
 	fmt.Printf("e2e: kube-apiserver %s, upstream %s, mirror %s up in %s; logs in %s\n",
 		env.Config.Host, env.Upstream, env.Mirror, time.Since(began).Round(time.Millisecond), env.Dir)
 
-	// An interrupt does not run deferred calls; stop the children here so none outlives us.
-	// (Pdeathsig covers a crash or a -timeout panic.)
-	finished := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			fmt.Fprintln(os.Stderr, "e2e: interrupted, stopping everything")
-			env.MarkFailed()
-			env.Close()
-			os.Exit(130)
-		case <-finished:
-		}
-	}()
-
+	finished := env.StopOnInterrupt(ctx)
 	code := m.Run()
-	close(finished)
+	finished()
 	if code != 0 {
 		env.MarkFailed()
 	}

@@ -40,19 +40,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer env.Close()
-	// An interrupt does not run deferred calls; stop the children here so none outlives us.
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-ctx.Done():
-			fmt.Fprintln(os.Stderr, "e2e node: interrupted, stopping everything")
-			env.MarkFailed()
-			env.Close()
-			os.Exit(130)
-		case <-finished:
-		}
-	}()
+	defer env.StopOnInterrupt(ctx)()
 	regs := env.Node.Registries
 	fmt.Printf("e2e node: node %s Ready %s after start; remote %s, mirror %s, infra %s; logs in %s\n",
 		env.Node.Name, time.Since(began).Round(time.Millisecond), regs.Remote, regs.Mirror, regs.Infra, env.Dir)
@@ -69,7 +57,7 @@ func run(m *testing.M) int {
 		}
 	}()
 	installed := time.Now()
-	if pg, err = env.InstallPullgate(ctx, nil); err != nil {
+	if pg, err = env.InstallPullgate(ctx, prepullValues()); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e node: install pullgate: %v\n", err)
 		env.MarkFailed()
 		env.SaveLogs(ctx, "pullgate-system")
