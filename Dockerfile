@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The pullgate webhook image. `make image` assembles the same image without a Docker engine
-# (hack/image.sh); keep the two in step: static binary at /webhook, user 65532:65532, these labels.
+# (hack/image.sh); keep the two in step: static binaries at /webhook and /sleeper (the pre-pull
+# containers' process), user 65532:65532, these labels.
 
 # The builder runs on the build host's platform and cross-compiles, which is much faster than
 # emulating the target architecture.
@@ -19,7 +20,8 @@ ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
 # The build flags live in hack/build.sh, which make build and make image run too.
-RUN GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out/webhook "${VERSION}"
+RUN GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out/webhook "${VERSION}" && \
+    GOOS=$TARGETOS GOARCH=$TARGETARCH hack/build.sh /out/sleeper "${VERSION}" ./cmd/sleeper
 
 # distroless/static:nonroot carries CA certificates (registries are called over TLS) and the
 # nonroot user, and nothing else: no shell, no package manager. Pinned by digest so a rebuild of
@@ -31,5 +33,6 @@ LABEL org.opencontainers.image.source="https://github.com/pullgate/pullgate" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 COPY --from=build /out/webhook /webhook
+COPY --from=build /out/sleeper /sleeper
 USER 65532:65532
 ENTRYPOINT ["/webhook"]

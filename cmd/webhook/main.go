@@ -40,7 +40,6 @@ commands:
   policy check   validate a policy file and print every problem
   prepull render print the pre-pull DaemonSets, pinned through the registries (GitOps)
   prepull status print each pre-pull group's nodes wanted/pulled/pulling/failed and digests
-  sleep          the process of pre-pull containers (exits 0 on SIGTERM)
   version        print the version`
 
 // usageError marks a wrong command line (exit code 2).
@@ -115,8 +114,6 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return runController(ctx, args[1:], stdout, stderr)
 	case "prepull":
 		return runPrepull(ctx, args[1:], stdout, stderr)
-	case "sleep":
-		return runSleep(ctx, args[1:], stdout, stderr)
 	case "policy":
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprintln(stderr, "usage: webhook policy check FILE")

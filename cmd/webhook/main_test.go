@@ -204,7 +204,6 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"controller"}, []string{"-policy", "-namespace", "-sleeper-image", "-leader-elect", "(default true)", "-owner-deployment", "-metrics-bind-address", "-health-probe-bind-address"}},
 		{[]string{"prepull", "render"}, []string{"-policy", "-namespace", "-name-prefix", `(default "pullgate-prepull-")`, "-sleeper-image"}},
 		{[]string{"prepull", "status"}, []string{"-kubeconfig", "-namespace"}},
-		{[]string{"sleep"}, []string{"-install"}},
 		{[]string{"version"}, nil},
 	}
 	for _, c := range commands {

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,24 +61,5 @@ prepull:
 	out, _, err = runCmd(t, "", "prepull", "render", "--policy", missing)
 	if err == nil || !strings.Contains(err.Error(), `group gpu: cannot pin "nginx:9.9"`) || out != "" {
 		t.Errorf("err = %v, out = %q; want an error naming nginx:9.9 and no output", err, out)
-	}
-}
-
-// TestSleep: the sleeper returns success when its context ends (main cancels it on SIGTERM), and
-// --install copies an executable binary.
-func TestSleep(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	var out, errOut bytes.Buffer
-	if err := run(ctx, []string{"sleep"}, strings.NewReader(""), &out, &errOut); err != nil {
-		t.Fatalf("sleep after SIGTERM: %v", err)
-	}
-	dst := filepath.Join(t.TempDir(), "webhook")
-	if _, _, err := runCmd(t, "", "sleep", "--install", dst); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm()&0o111 == 0 || fi.Size() == 0 {
-		t.Errorf("installed sleeper: %v %v", fi, err)
 	}
 }

@@ -1,6 +1,7 @@
 // Command image assembles pullgate's OCI image from a prebuilt static binary, without a Docker
-// engine: one layer holding /webhook (and the build host's CA bundle, which the webhook needs to
-// reach registries over TLS) on an empty base, written to an OCI layout directory and optionally
+// engine: one layer holding /webhook, /sleeper (the pre-pull containers' process, copied into
+// every pre-pull pod) and the build host's CA bundle (the webhook reaches registries over TLS) on
+// an empty base, written to an OCI layout directory and optionally
 // pushed. hack/image.sh builds the binary and runs this; the Dockerfile builds the equivalent image
 // on distroless.
 //
@@ -36,6 +37,7 @@ const nonroot = "65532:65532"
 
 type options struct {
 	binary   string
+	sleeper  string
 	caBundle string
 	out      string
 	push     string
@@ -60,6 +62,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
 	fs.StringVar(&o.binary, "binary", "", "static webhook binary to put at /webhook (required)")
+	fs.StringVar(&o.sleeper, "sleeper", "", "static sleeper binary (cmd/sleeper) to put at /sleeper (required)")
 	fs.StringVar(&o.caBundle, "ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "PEM roots to put at /etc/ssl/certs/ca-certificates.crt; empty for none")
 	fs.StringVar(&o.out, "out", "_out/image", "OCI layout directory to (re)create")
 	fs.StringVar(&o.push, "push", "", "reference to push to, e.g. 127.0.0.1:5000/pullgate:dev")
@@ -71,8 +74,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if o.binary == "" {
-		return errors.New("-binary is required")
+	if o.binary == "" || o.sleeper == "" {
+		return errors.New("-binary and -sleeper are required")
 	}
 
 	osName, arch, ok := strings.Cut(o.platform, "/")
@@ -119,6 +122,11 @@ func build(o options, platform v1.Platform) (v1.Image, error) {
 		return nil, fmt.Errorf("read binary: %w", err)
 	}
 	files = append(files, file{name: "webhook", mode: 0o755, data: bin})
+	sleeper, err := os.ReadFile(o.sleeper)
+	if err != nil {
+		return nil, fmt.Errorf("read sleeper: %w", err)
+	}
+	files = append(files, file{name: "sleeper", mode: 0o755, data: sleeper})
 	if o.caBundle != "" {
 		pem, err := os.ReadFile(o.caBundle)
 		if err != nil {
@@ -141,7 +149,7 @@ func build(o options, platform v1.Platform) (v1.Image, error) {
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{CreatedBy: "pullgate hack/image: /webhook", Comment: "static binary"},
+		History: v1.History{CreatedBy: "pullgate hack/image: /webhook /sleeper", Comment: "static binaries"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("append layer: %w", err)

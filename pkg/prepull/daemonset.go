@@ -36,9 +36,10 @@ const (
 // sleeperDir is where the init container puts the sleeper, and sleeperPath the copy.
 const (
 	sleeperDir  = "/pullgate"
-	sleeperPath = sleeperDir + "/webhook"
-	// sleeperBinary is the webhook binary's path in pullgate's own image.
-	sleeperBinary = "/webhook"
+	sleeperPath = sleeperDir + "/sleeper"
+	// sleeperBinary is the sleeper's path in pullgate's own image (cmd/sleeper, about 1.4 MB;
+	// the webhook binary would be 35-50 MB in every pre-pull pod).
+	sleeperBinary = "/sleeper"
 	// nonRoot is distroless's nonroot user, which every container runs as: the sleeper needs
 	// no privilege, whatever user the pre-pulled image names.
 	nonRoot = 65532
@@ -61,8 +62,8 @@ type Settings struct {
 // Name is the DaemonSet's name for a group.
 func (s Settings) Name(group string) string { return s.NamePrefix + group }
 
-// DefaultResources: the container only sleeps. The memory limit leaves the Go runtime of the
-// sleeper (the webhook binary) room.
+// DefaultResources: the container only sleeps (cmd/sleeper uses about 1 MiB); the limit leaves
+// the Go runtime room.
 var DefaultResources = corev1.ResourceRequirements{
 	Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 	Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
@@ -88,7 +89,7 @@ func DaemonSet(g policy.Prepull, images []Pinned, s Settings) *appsv1.DaemonSet 
 			Name:            "image-" + strconv.Itoa(i),
 			Image:           img.Ref,
 			ImagePullPolicy: corev1.PullIfNotPresent,
-			Command:         []string{sleeperPath, "sleep"},
+			Command:         []string{sleeperPath},
 			Resources:       *res.DeepCopy(),
 			SecurityContext: restricted(),
 			VolumeMounts:    mount,
@@ -130,7 +131,7 @@ func DaemonSet(g policy.Prepull, images []Pinned, s Settings) *appsv1.DaemonSet 
 						Name:            "sleeper",
 						Image:           s.SleeperImage,
 						ImagePullPolicy: corev1.PullIfNotPresent,
-						Command:         []string{sleeperBinary, "sleep", "--install", sleeperPath},
+						Command:         []string{sleeperBinary, "--install", sleeperPath},
 						Resources:       DefaultResources,
 						SecurityContext: restricted(),
 						VolumeMounts:    []corev1.VolumeMount{{Name: "sleeper", MountPath: sleeperDir}},
@@ -152,7 +153,7 @@ func DaemonSet(g policy.Prepull, images []Pinned, s Settings) *appsv1.DaemonSet 
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					Volumes: []corev1.Volume{{Name: "sleeper", VolumeSource: corev1.VolumeSource{
-						EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("128Mi"))},
+						EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: ptr(resource.MustParse("8Mi"))},
 					}}},
 				},
 			},

@@ -14,8 +14,8 @@ import (
 const module = "github.com/pullgate/pullgate"
 
 // TestDockerContext: `docker build` sees only what .dockerignore lets through and what the
-// Dockerfile COPYs. Every Go file of every package of this module that the binary depends on
-// (go list -deps ./cmd/webhook), the module files and the build script must pass both, or the
+// Dockerfile COPYs. Every Go file of every package of this module that the binaries depend on
+// (go list -deps ./cmd/webhook ./cmd/sleeper), the module files and the build script must pass both, or the
 // image does not build where Docker exists (it once lacked internal/).
 func TestDockerContext(t *testing.T) {
 	root, err := filepath.Abs("../..")

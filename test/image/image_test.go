@@ -23,7 +23,7 @@ import (
 )
 
 // TestMakeImage runs hack/image.sh the way `make image IMAGE=...` does: it builds ../cmd/webhook
-// (static, -trimpath), assembles the image, writes the OCI layout and pushes to a registry.
+// and ../cmd/sleeper (static, -trimpath), assembles the image, writes the OCI layout and pushes to a registry.
 func TestMakeImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the webhook binary")
@@ -84,15 +84,13 @@ func TestMakeImage(t *testing.T) {
 	}
 
 	files := layerFiles(t, img)
-	bin, ok := files["webhook"]
-	switch {
-	case !ok:
-		t.Fatalf("no /webhook in the image; files: %v", keys(files))
-	case bin.hdr.Mode&0o111 == 0 || bin.hdr.Uid != 0:
-		t.Errorf("/webhook mode %o uid %d, want executable and root-owned", bin.hdr.Mode, bin.hdr.Uid)
-	case !bytes.HasPrefix(bin.head, []byte("\x7fELF")):
-		t.Errorf("/webhook is not an ELF binary")
+	bin := executable(t, files, "webhook")
+	// The sleeper is copied into every pre-pull pod's emptyDir: it must stay small.
+	sleeper := executable(t, files, "sleeper")
+	if sleeper.hdr.Size > maxSleeper || sleeper.hdr.Size*10 > bin.hdr.Size {
+		t.Errorf("/sleeper is %d bytes (/webhook %d): want at most %d and a tenth of the webhook", sleeper.hdr.Size, bin.hdr.Size, maxSleeper)
 	}
+	t.Logf("/webhook %.1f MiB, /sleeper %.2f MiB", float64(bin.hdr.Size)/(1<<20), float64(sleeper.hdr.Size)/(1<<20))
 
 	// The OCI layout holds the same image.
 	idx, err := layout.ImageIndexFromPath(filepath.Join(out, "image"))
@@ -114,7 +112,7 @@ func TestMakeImage(t *testing.T) {
 	// Reproducible: the same binary gives the same digest.
 	again := filepath.Join(t.TempDir(), "image")
 	tool := exec.CommandContext(t.Context(), "go", "run", "./hack/image",
-		"-binary", filepath.Join(out, "webhook-linux-"+cfg.Architecture), "-out", again,
+		"-binary", filepath.Join(out, "webhook-linux-"+cfg.Architecture), "-sleeper", filepath.Join(out, "sleeper-linux-"+cfg.Architecture), "-out", again,
 		"-platform", "linux/"+cfg.Architecture, "-version", "v9.9.9-test", "-revision", "0123abc")
 	tool.Dir = root
 	if output, err := tool.CombinedOutput(); err != nil {
@@ -124,9 +122,28 @@ func TestMakeImage(t *testing.T) {
 	}
 }
 
+// maxSleeper bounds the sleeper's size: a Go binary importing only os and os/signal, stripped,
+// is about 1.4 MiB.
+const maxSleeper = 2 << 20
+
 type entry struct {
 	hdr  *tar.Header
 	head []byte
+}
+
+// executable returns the image's file name, failing unless it is a root-owned executable ELF.
+func executable(t *testing.T, files map[string]entry, name string) entry {
+	t.Helper()
+	e, ok := files[name]
+	switch {
+	case !ok:
+		t.Fatalf("no /%s in the image; files: %v", name, keys(files))
+	case e.hdr.Mode&0o111 == 0 || e.hdr.Uid != 0:
+		t.Errorf("/%s mode %o uid %d, want executable and root-owned", name, e.hdr.Mode, e.hdr.Uid)
+	case !bytes.HasPrefix(e.head, []byte("\x7fELF")):
+		t.Errorf("/%s is not an ELF binary", name)
+	}
+	return e
 }
 
 // layerFiles lists the regular files of every layer with their headers and first bytes.
