@@ -43,6 +43,7 @@ func (p *Policy) SetDefaults() {
 	if r.OnError == "" {
 		r.OnError = OnErrorKeep
 	}
+	p.Warm.setDefaults()
 	for i := range p.Prepull {
 		p.Prepull[i].setDefaults()
 	}

@@ -55,6 +55,14 @@ var wantProblems = map[string][]string{
 	"invalid-empty.yaml":         {"file is empty"},
 	"invalid-two-documents.yaml": {"more than one YAML document"},
 	"invalid-wrong-type.yaml":    {`invalid duration "soon"`},
+	"invalid-warm.yaml": {
+		`line 7: mirrors[0].warm.mode: Unsupported value: "Sometimes"`,
+		`line 8: mirrors[0].warm.concurrency: Invalid value: 0`,
+		`line 11: warm.budgetPerHour: Invalid value: "0"`,
+		`line 12: warm.stallTimeout: Invalid value: "0s"`,
+		`line 13: warm.minBytesPerSecond: Invalid value: "-1"`,
+		`line 14: warm.concurrency: Invalid value: 100`,
+	},
 	"invalid-prepull.yaml": {
 		`prepull[0].images[0]: Invalid value: "Not A Ref": not an image reference`,
 		`prepull[0].images[2]: Duplicate value: "docker.io/library/busybox:latest (same image as images[1])"`,

@@ -59,6 +59,8 @@ type Policy struct {
 	AllowPodOptOut bool `json:"allowPodOptOut,omitempty"`
 	// Prepull lists node groups and the images pullgate keeps cached on them (see prepull.go).
 	Prepull []Prepull `json:"prepull,omitempty"`
+	// Warm has every mirror's default warm settings (see warm.go).
+	Warm Warm `json:"warm,omitempty"`
 }
 
 // Mirror is one upstream registry and the mirror that serves it.
@@ -69,6 +71,8 @@ type Mirror struct {
 	// Mirror is host[:port][/path-prefix]; the image's repository path is appended to it.
 	Mirror     string `json:"mirror"`
 	Connection `json:",inline"`
+	// Warm overrides the top-level warm settings for this mirror (see warm.go).
+	Warm *Warm `json:"warm,omitempty"`
 }
 
 // Registry is a registry pullgate resolves against directly, with how to reach it.

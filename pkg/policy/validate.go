@@ -37,6 +37,7 @@ func (p *Policy) Validate() field.ErrorList {
 	errs = append(errs, validateGlobs(field.NewPath("exclude", "images"), p.Exclude.Images)...)
 	errs = append(errs, validateRules(field.NewPath("rules"), p.Rules)...)
 	errs = append(errs, validatePrepull(field.NewPath("prepull"), p.Prepull)...)
+	errs = append(errs, validateWarm(field.NewPath("warm"), &p.Warm)...)
 	return errs
 }
 
@@ -102,6 +103,7 @@ func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 			errs = append(errs, field.Invalid(p.Child("mirror"), m.Mirror, err.Error()))
 		}
 		errs = append(errs, validateConnection(p, m.Connection)...)
+		errs = append(errs, validateWarm(p.Child("warm"), m.Warm)...)
 	}
 	errs = append(errs, validateSharedHosts(fld, mirrors)...)
 	// A mirror host that is itself a mirrored upstream would be rewritten twice.

@@ -23,6 +23,11 @@
 // kept for a few minutes per registry settings, repository and credential identity, so a cache
 // miss usually costs the one HEAD it needs.
 //
+// Resolver also implements contract.Warmer (warm.go): it reads an image through a mirror as a
+// node pulls it (index, the nodes' platforms' manifests, every config and layer to the end,
+// hashed against its digest through one fixed buffer and discarded), on the same transports,
+// sessions and circuit breakers, so that a pull-through mirror holds it before a node asks.
+//
 // Resolver implements contract.CachedResolver, the only package of pullgate it imports.
 // Configuration is plain Options, which cmd/webhook builds from the policy; Configure
 // swaps it on reload and keeps the cache.

@@ -99,6 +99,12 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		}
 		return "", f.err
 	}
+	r.settle(ctx, cfg, br, host, f)
+	return digest, f.err
+}
+
+// settle records the outcome of a call the breaker allowed, which reached the registry.
+func (r *Resolver) settle(ctx context.Context, cfg *config, br *breaker, host string, f failure) {
 	switch br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown) {
 	case 1:
 		r.metrics.circuitOpen.WithLabelValues(br.label).Inc()
@@ -107,7 +113,6 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		r.metrics.circuitOpen.WithLabelValues(br.label).Dec()
 		logr.FromContextOrDiscard(ctx).Info("registry circuit closed", "registry", host)
 	}
-	return digest, f.err
 }
 
 func (r *Resolver) attempt(ctx context.Context, cfg *config, ref name.Reference, pod podCreds) (string, failure) {

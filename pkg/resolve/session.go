@@ -196,15 +196,7 @@ func ping(ctx context.Context, rt http.RoundTripper, scheme, host string, insecu
 	if err != nil {
 		return nil, err
 	}
-	client := http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		if !insecure && req.URL.Scheme != "https" {
-			return fmt.Errorf("refusing a redirect to plain HTTP (%s) for a registry that is not insecure", req.URL.Redacted())
-		}
-		return nil
-	}}
+	client := http.Client{Transport: rt, CheckRedirect: checkRedirect(insecure)}
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
@@ -221,6 +213,20 @@ func ping(ctx context.Context, rt http.RoundTripper, scheme, host string, insecu
 		return pickChallenge(resp.Header.Values("WWW-Authenticate"), insecure), nil
 	default:
 		return nil, transport.CheckError(resp, http.StatusOK, http.StatusUnauthorized)
+	}
+}
+
+// checkRedirect follows at most 10 redirects, and none from HTTPS to plain HTTP unless the
+// registry is insecure.
+func checkRedirect(insecure bool) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if !insecure && req.URL.Scheme != "https" {
+			return fmt.Errorf("refusing a redirect to plain HTTP (%s) for a registry that is not insecure", req.URL.Redacted())
+		}
+		return nil
 	}
 }
 
