@@ -75,7 +75,8 @@ func TestMutateAdmissionReview(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "mirror.example.com/hub/library/nginx:1.27@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	if len(ops) != 3 || ops[0]["value"] != want || ops[1]["value"] != "IfNotPresent" || r.AuditAnnotations["mode"] != "enforce" {
+	// The last op records the original reference (mutate.OriginalAnnotation).
+	if len(ops) != 4 || ops[0]["value"] != want || ops[1]["value"] != "IfNotPresent" || ops[3]["path"] != "/metadata/annotations" || r.AuditAnnotations["mode"] != "enforce" {
 		t.Errorf("patch %v annotations %v", ops, r.AuditAnnotations)
 	}
 }

@@ -48,14 +48,24 @@ type Result struct {
 	AuditAnnotations map[string]string
 	// Unpinned counts images that could not be pinned because resolution failed.
 	Unpinned int
+	// Unpinnable lists the image fields left unpinned or untouched, and why: resolution
+	// failures and references that cannot be read. Reports and explain show them.
+	Unpinnable []Unpinnable
 	// Deny, when set, is the reason to reject the pod (onError: Deny and a digest could not be had).
 	Deny string
+}
+
+// Unpinnable is an image field pullgate could not pin, or could not read at all.
+type Unpinnable struct {
+	Field  string
+	Image  string
+	Reason string
 }
 
 // Apply turns the plan and the resolver's outcomes (keyed by contract.ResolveRequest.Ref.String()) into
 // the patch, warnings and annotations. A missing outcome counts as a failed resolution.
 func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
-	var r Result
+	r := Result{Unpinnable: p.problems}
 	warnings := append([]string(nil), p.warnings...)
 	var denials []string
 	for _, ip := range p.images {
@@ -68,9 +78,11 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 			switch {
 			case o.Err != nil && p.OnError == policy.OnErrorDeny:
 				r.Unpinned++
+				r.Unpinnable = append(r.Unpinnable, Unpinnable{Field: ip.field(), Image: ip.image, Reason: o.Err.Error()})
 				denials = append(denials, fmt.Sprintf("%s %q: %v", ip.field(), clip(ip.image), o.Err))
 			case o.Err != nil:
 				r.Unpinned++
+				r.Unpinnable = append(r.Unpinnable, Unpinnable{Field: ip.field(), Image: ip.image, Reason: o.Err.Error()})
 				warnings = append(warnings, fmt.Sprintf("%s: could not pin %q to a digest (%v); admitted with its tag", ip.field(), clip(ip.image), o.Err))
 			default:
 				digest = o.Digest
@@ -103,6 +115,9 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 		r.Deny = "pullgate: cannot pin to a digest, and the policy says onError: Deny: " + strings.Join(denials, "; ")
 		r.Patch = nil
 		return r
+	}
+	if len(r.Patch) > 0 {
+		r.Patch = append(r.Patch, p.originalOp(r.Changes))
 	}
 	if p.Mode == policy.ModeAudit {
 		r.Patch = nil

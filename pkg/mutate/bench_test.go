@@ -53,7 +53,7 @@ func BenchmarkPlanApply(b *testing.B) {
 			if len(outcomes) != n {
 				b.Fatalf("%d requests, want %d", len(outcomes), n)
 			}
-			if res := p.Apply(outcomes); len(res.Patch) != n+1 || len(res.Warnings) != 0 {
+			if res := p.Apply(outcomes); len(res.Patch) != n+2 || len(res.Warnings) != 0 {
 				b.Fatalf("patch %v warnings %v", res.Patch, res.Warnings)
 			}
 			b.ReportAllocs()
@@ -87,10 +87,11 @@ func BenchmarkHandle(b *testing.B) {
 			}
 			req := benchRequest(b, benchPodJSON(b, n, repo))
 			ctx := context.Background()
-			// The first call fills the cache and checks that every image gets pinned.
+			// The first call fills the cache and checks that every image gets pinned (n ops, plus
+			// the pull secret and OriginalAnnotation).
 			resp := h.Handle(ctx, req)
 			var ops []map[string]any
-			if err := json.Unmarshal(resp.Patch, &ops); err != nil || !resp.Allowed || len(resp.Warnings) != 0 || len(ops) != n+1 {
+			if err := json.Unmarshal(resp.Patch, &ops); err != nil || !resp.Allowed || len(resp.Warnings) != 0 || len(ops) != n+2 {
 				b.Fatalf("allowed=%v warnings=%v patch=%s (%v)", resp.Allowed, resp.Warnings, resp.Patch, err)
 			}
 			before := reg.manifests.Load()

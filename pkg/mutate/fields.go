@@ -3,8 +3,12 @@ package mutate
 import (
 	"strconv"
 
+	"github.com/go-json-experiment/json/jsontext"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/pullgate/pullgate/internal/kjson"
 )
 
 // listKind names the lists of a PodSpec that hold images.
@@ -32,12 +36,36 @@ type site struct {
 // does not read are not checked either; the API server validates the pod anyway.
 type podView struct {
 	metav1.TypeMeta `json:",inline"`
-	Metadata        struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Annotations  map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec podSpec `json:"spec"`
+	Metadata        podMeta `json:"metadata"`
+	Spec            podSpec `json:"spec"`
+}
+
+// podMeta is what pullgate reads of a pod's metadata, and whether the pod has a metadata object
+// at all: the patch adds OriginalAnnotation into it, and a JSON patch cannot add into nothing.
+type podMeta struct {
+	podMetaFields
+	present bool
+}
+
+type podMetaFields struct {
+	Name         string            `json:"name"`
+	GenerateName string            `json:"generateName"`
+	Annotations  map[string]string `json:"annotations"`
+}
+
+// UnmarshalJSONFrom decodes the fields as the default would (null is the zero value; a second
+// member merges into the first) and notes that an object was there.
+func (m *podMeta) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() == 'n' {
+		*m = podMeta{}
+		_, err := dec.ReadToken()
+		return err
+	}
+	if err := kjson.UnmarshalDecode(dec, &m.podMetaFields); err != nil {
+		return err
+	}
+	m.present = true
+	return nil
 }
 
 // podSpec holds the image fields of a PodSpec, and the pull secrets.

@@ -77,6 +77,12 @@ type Plan struct {
 	secrets       []string // names to append
 	createSecrets bool     // the pod has no imagePullSecrets yet: add the whole list
 	warnings      []string
+	problems      []Unpinnable // image fields left untouched because they cannot be read
+
+	generation     string // the policy's, recorded in OriginalAnnotation
+	hasMetadata    bool   // the pod has a metadata object to add annotations into
+	hasAnnotations bool   // the pod has metadata.annotations, so the annotation is added into it
+	prevOriginal   string // OriginalAnnotation already on the pod (a reinvocation)
 }
 
 // imagePlan is the decision for one image field.
@@ -113,7 +119,9 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if d.Excluded {
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
-	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError()}
+	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError(), generation: pol.Generation()}
+	p.hasMetadata, p.hasAnnotations = pod.Metadata.present, pod.Metadata.Annotations != nil
+	p.prevOriginal = pod.Metadata.Annotations[OriginalAnnotation]
 	if p.Pod == "" {
 		p.Pod = pod.Metadata.GenerateName
 	}
@@ -123,9 +131,10 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 		return nil, err
 	}
 	for _, s := range candidates {
-		ip, warn := planImage(pol, s, in, pod, known)
-		if warn != "" {
-			p.warnings = append(p.warnings, warn)
+		ip, problem := planImage(pol, s, in, pod, known)
+		if problem != "" {
+			p.warnings = append(p.warnings, s.field()+": "+problem)
+			p.problems = append(p.problems, Unpinnable{Field: s.field(), Image: s.image, Reason: problem})
 		}
 		if ip == nil {
 			continue
@@ -190,11 +199,11 @@ func changeable(in Input, pod *podView) ([]site, bool, error) {
 	return nil, false, fmt.Errorf("%w: subresource %q is not mutated", ErrBadRequest, in.SubResource)
 }
 
-// planImage decides one image. A nil plan with a warning means the image is left untouched.
+// planImage decides one image. A nil plan with a problem means the image is left untouched.
 func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *policyDecisions) (*imagePlan, string) {
 	d := known.decide(pol, s.image)
 	if d.problem != "" {
-		return nil, s.field() + ": " + d.problem
+		return nil, d.problem
 	}
 	if d.excluded {
 		return nil, ""

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -77,6 +80,7 @@ type Compiled struct {
 	excludeNS     []*regexp.Regexp
 	excludeImages []*regexp.Regexp
 	rules         []rule
+	generation    string
 }
 
 type rule struct {
@@ -120,8 +124,21 @@ func (p *Policy) Compile() (*Compiled, error) {
 		}
 		c.rules = append(c.rules, cr)
 	}
+	// A digest of the defaulted policy, not a counter: two replicas that load the same file agree
+	// on it without talking, and it survives restarts.
+	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("policy generation: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	c.generation = hex.EncodeToString(sum[:6])
 	return c, nil
 }
+
+// Generation identifies the policy's content (12 hex digits): equal policies have equal
+// generations. Mutated pods record it, so reports tell a pod pinned under an older policy from
+// one admitted without pullgate.
+func (c *Compiled) Generation() string { return c.generation }
 
 // Policy returns a copy of the defaulted policy the matcher was built from.
 func (c *Compiled) Policy() Policy { return c.policy }
