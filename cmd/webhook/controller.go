@@ -148,6 +148,9 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}
+	if err := addWarm(mgr, kube, res, store); err != nil {
+		return err
+	}
 	store.onChange = func() {
 		reconfig.apply(ctx)
 		rec.PolicyChanged(ctx)

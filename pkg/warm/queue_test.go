@@ -1,0 +1,287 @@
+package warm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+
+	"github.com/pullgate/pullgate/pkg/contract"
+	"github.com/pullgate/pullgate/pkg/policy"
+	"github.com/pullgate/pullgate/pkg/resolve"
+	"github.com/pullgate/pullgate/pkg/warm"
+)
+
+type fixedPolicy struct{ c *policy.Compiled }
+
+func (f fixedPolicy) Current() *policy.Compiled { return f.c }
+
+func compile(t *testing.T, host, warmYAML string) fixedPolicy {
+	t.Helper()
+	doc := fmt.Sprintf("apiVersion: pullgate.dev/v1alpha1\nkind: Policy\nmirrors: [{registry: docker.io, mirror: %s, insecure: true}]\nwarm: %s\n", host, warmYAML)
+	c, err := policy.Check([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fixedPolicy{c}
+}
+
+// mirror is an in-memory registry that counts blob GETs.
+type mirror struct {
+	host string
+	mu   sync.Mutex
+	gets map[string]int
+}
+
+func newMirror(t *testing.T) *mirror {
+	t.Helper()
+	m := &mirror{gets: map[string]int{}}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") && r.UserAgent() != "push" {
+			m.mu.Lock()
+			m.gets[r.URL.Path]++
+			m.mu.Unlock()
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	m.host = strings.TrimPrefix(srv.URL, "http://")
+	return m
+}
+
+func (m *mirror) push(t *testing.T, repoTag string) string {
+	t.Helper()
+	img, err := random.Image(64<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(m.host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithUserAgent("push")); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	return ref.Context().Name() + ":" + ref.Identifier() + "@" + d.String()
+}
+
+func run(t *testing.T, q *warm.Queue) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = q.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitEvent(t *testing.T, rec *events.FakeRecorder, within time.Duration) string {
+	t.Helper()
+	select {
+	case e := <-rec.Events:
+		return e
+	case <-time.After(within):
+		t.Fatal("no Event")
+		return ""
+	}
+}
+
+func pod(n int) warm.Pod {
+	return warm.Pod{Namespace: "ns", Name: fmt.Sprintf("p%d", n), UID: types.UID(fmt.Sprint("uid-", n))}
+}
+
+// Five pods asking for one new digest: one warm, each blob read once, one Event on the first
+// pod, metrics by mirror host.
+func TestQueueWarmsOncePerDigest(t *testing.T) {
+	t.Parallel()
+	m := newMirror(t)
+	image := m.push(t, "library/app:v1")
+	pol := compile(t, m.host, "{enabled: true}")
+	res, err := resolve.New(resolve.Options{Registries: map[string]resolve.Registry{m.host: {Insecure: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := events.NewFakeRecorder(10)
+	q := &warm.Queue{Warmer: res, Policy: pol, Events: rec, Settle: 10 * time.Millisecond}
+	before := counter(t, warmBytes(m.host))
+	for i := range 5 {
+		q.Add(image, pod(i))
+	}
+	run(t, q)
+	e := waitEvent(t, rec, 10*time.Second)
+	if !strings.HasPrefix(e, "Normal MirrorWarmed mirror warmed "+image+" in ") || !strings.Contains(e, "KiB, 4 blobs)") {
+		t.Errorf("Event %q", e)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.gets) != 4 {
+		t.Errorf("%d blobs read, want 4 (config and 3 layers): %v", len(m.gets), m.gets)
+	}
+	for p, n := range m.gets {
+		if n != 1 {
+			t.Errorf("%s read %d times", p, n)
+		}
+	}
+	if got := counter(t, warmBytes(m.host)) - before; got < 3*64<<10 {
+		t.Errorf("pullgate_warm_bytes_total grew by %v", got)
+	}
+	q.Add(image, pod(9))
+	select {
+	case e := <-rec.Events:
+		t.Errorf("a warm digest was warmed again: %s", e)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// fake is a Warmer for faults: it answers with fail, counting calls.
+type fake struct {
+	calls atomic.Int32
+	fail  func(ctx context.Context, req contract.WarmRequest) (contract.WarmResult, error)
+}
+
+func (f *fake) Warm(ctx context.Context, req contract.WarmRequest) (contract.WarmResult, error) {
+	f.calls.Add(1)
+	return f.fail(ctx, req)
+}
+
+// Each fault ends in its outcome, an Event saying why, and a bounded number of tries: no retry
+// storm.
+func TestQueueFaults(t *testing.T) {
+	t.Parallel()
+	failure := func(outcome string, retry bool) func(context.Context, contract.WarmRequest) (contract.WarmResult, error) {
+		return func(context.Context, contract.WarmRequest) (contract.WarmResult, error) {
+			return contract.WarmResult{}, &contract.WarmFailure{Outcome: outcome, Retry: retry, Err: errors.New("the registry said so")}
+		}
+	}
+	hang := func(ctx context.Context, req contract.WarmRequest) (contract.WarmResult, error) {
+		if err := req.Start(1000, 1); err != nil {
+			return contract.WarmResult{}, err
+		}
+		req.Progress(10)
+		<-ctx.Done()
+		return contract.WarmResult{Bytes: 10}, &contract.WarmFailure{Outcome: contract.WarmCanceled, Err: ctx.Err()}
+	}
+	big := func(_ context.Context, req contract.WarmRequest) (contract.WarmResult, error) {
+		return contract.WarmResult{}, req.Start(2<<30, 3)
+	}
+	tests := []struct {
+		name, warm string
+		fail       func(context.Context, contract.WarmRequest) (contract.WarmResult, error)
+		calls      int32
+		outcome    string
+		says       string
+	}{
+		{"429", "{enabled: true}", failure(contract.WarmRateLimited, true), 3, contract.WarmRateLimited, "(rate_limited)"},
+		{"upstream gone", "{enabled: true}", failure(contract.WarmServerError, true), 3, contract.WarmServerError, "(server_error)"},
+		{"digest mismatch", "{enabled: true}", failure(contract.WarmDigestMismatch, false), 1, contract.WarmDigestMismatch, "(digest_mismatch)"},
+		{"hang mid-blob", "{enabled: true, stallTimeout: 100ms}", hang, 3, "stalled", "no byte read for 100ms"},
+		{"over budget", "{enabled: true, budgetPerHour: 1Gi}", big, 1, "over_budget", "larger than the mirror's warm budget of 1.0 GiB per hour"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			host := fmt.Sprintf("mirror-%d.example.com", i)
+			f := &fake{fail: tt.fail}
+			before := observations(t, warm.DurationOf(host, tt.outcome))
+			rec := events.NewFakeRecorder(10)
+			q := &warm.Queue{Warmer: f, Policy: compile(t, host, tt.warm), Events: rec, Settle: time.Millisecond, Attempts: 3, Backoff: 20 * time.Millisecond}
+			q.Add(host+"/library/app:v1@sha256:"+strings.Repeat("a", 64), pod(1))
+			run(t, q)
+			var last string
+			for range tt.calls {
+				last = waitEvent(t, rec, 5*time.Second)
+				if !strings.HasPrefix(last, "Warning MirrorWarmFailed ") || !strings.Contains(last, tt.says) {
+					t.Errorf("Event %q, want it to say %q", last, tt.says)
+				}
+			}
+			if strings.Contains(last, "trying again") {
+				t.Errorf("the last Event promises another try: %q", last)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if n := f.calls.Load(); n != tt.calls {
+				t.Errorf("%d tries, want %d", n, tt.calls)
+			}
+			if n := observations(t, warm.DurationOf(host, tt.outcome)) - before; n != uint64(tt.calls) {
+				t.Errorf("pullgate_warm_duration_seconds{mirror=%q,outcome=%q} counted %d, want %d", host, tt.outcome, n, tt.calls)
+			}
+		})
+	}
+}
+
+// A digest a running pod already has is warm; a pod a node took at once is left to that node.
+func TestQueueSkips(t *testing.T) {
+	t.Parallel()
+	host := "skip.example.com"
+	f := &fake{fail: func(context.Context, contract.WarmRequest) (contract.WarmResult, error) {
+		return contract.WarmResult{}, nil
+	}}
+	q := &warm.Queue{Warmer: f, Policy: compile(t, host, "{enabled: true}"), Settle: 50 * time.Millisecond}
+	running := host + "/library/a@sha256:" + strings.Repeat("a", 64)
+	bound := host + "/library/b@sha256:" + strings.Repeat("b", 64)
+	other := "elsewhere.example.com/library/c@sha256:" + strings.Repeat("c", 64)
+	tagged := host + "/library/d:v1" // not pinned
+	q.Add(running, pod(1))
+	q.MarkWarm(running)
+	q.Add(bound, warm.Pod{Namespace: "ns", Name: "b", UID: "b", Bound: true})
+	q.Add(other, pod(2))
+	q.Add(tagged, pod(3))
+	run(t, q)
+	time.Sleep(300 * time.Millisecond)
+	if n := f.calls.Load(); n != 0 {
+		t.Errorf("%d warms, want none", n)
+	}
+}
+
+// Warming off (the default, or for one mirror) queues nothing.
+func TestQueueDisabled(t *testing.T) {
+	t.Parallel()
+	host := "off.example.com"
+	f := &fake{fail: func(context.Context, contract.WarmRequest) (contract.WarmResult, error) {
+		return contract.WarmResult{}, nil
+	}}
+	q := &warm.Queue{Warmer: f, Policy: compile(t, host, "{}"), Settle: time.Millisecond}
+	q.Add(host+"/library/a@sha256:"+strings.Repeat("a", 64), pod(1))
+	run(t, q)
+	time.Sleep(100 * time.Millisecond)
+	if n := f.calls.Load(); n != 0 {
+		t.Errorf("%d warms with warming off", n)
+	}
+}
+
+func warmBytes(host string) prometheus.Counter { return warm.WarmBytesOf(host) }
+
+func counter(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// observations is a histogram's sample count.
+func observations(t *testing.T, h prometheus.Metric) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
