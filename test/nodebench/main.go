@@ -94,7 +94,7 @@ func bench(ctx context.Context, o options) (err error) {
 		return err
 	}
 	defer func() { _ = stopCM() }()
-	if _, err := env.InstallPullgate(ctx, prepullValues(env)); err != nil {
+	if _, err := env.InstallPullgate(ctx, warmValues(prepullValues(env))); err != nil {
 		return err
 	}
 	b := &bed{env: env, o: o}

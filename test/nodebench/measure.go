@@ -121,6 +121,11 @@ func (b *bed) measure(ctx context.Context) ([]row, error) {
 	if err := step("(e) pre-pulled by pullgate", enforced, prepullRepo, false); err != nil {
 		return nil, err
 	}
+	fRows, err := b.warmRows(ctx, enforced, layers)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, fRows...)
 	return rows, nil
 }
 
@@ -274,6 +279,7 @@ func (bd *bed) print(rows []row) error {
 	fmt.Fprintf(tw, "(e) pre-pulled vs tiny image on the node\t%.2fx (%.2fs vs %.2fs)\t<= 1.3x\t%s\n", e.start.Seconds()/tinyOn.start.Seconds(), e.start.Seconds(), tinyOn.start.Seconds(), judge(e.start.Seconds() <= 1.3*tinyOn.start.Seconds() && e.pulled == "already present"))
 	fmt.Fprintf(tw, "(b) upstream fetches of a blob, cold mirror\t%d\t<= 1\t%s\n", b.mirrorFetches, judge(b.mirrorFetches <= 1))
 	fmt.Fprintf(tw, "(c) upstream fetches of a blob, %d warm pods\t%d\t0\t%s\n", len(c), cFetches, judge(cFetches == 0))
+	warmTarget(tw, rows, judge)
 	return tw.Flush()
 }
 

@@ -57,7 +57,7 @@ func run(m *testing.M) int {
 		}
 	}()
 	installed := time.Now()
-	if pg, err = env.InstallPullgate(ctx, prepullValues()); err != nil {
+	if pg, err = env.InstallPullgate(ctx, warmValues(prepullValues())); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e node: install pullgate: %v\n", err)
 		env.MarkFailed()
 		env.SaveLogs(ctx, "pullgate-system")
