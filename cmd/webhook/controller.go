@@ -38,6 +38,8 @@ type controllerOptions struct {
 	leaderElectID   string
 	ownerDeployment string
 	verbosity       int
+	reports         bool
+	reportInterval  time.Duration
 }
 
 func parseController(args []string, stdout, stderr io.Writer) (controllerOptions, error) {
@@ -52,6 +54,8 @@ func parseController(args []string, stdout, stderr io.Writer) (controllerOptions
 	fs.StringVar(&o.leaderElectID, "leader-election-id", "pullgate-controller", "name of the leader election Lease")
 	fs.StringVar(&o.ownerDeployment, "owner-deployment", "", "the controller's own Deployment, made owner of the DaemonSets so deleting it (helm uninstall) deletes them")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity")
+	fs.BoolVar(&o.reports, "reports", false, "write openreports.io (else wgpolicyk8s.io) reports of the running pods: changes owed and drift (needs cluster-wide pod and namespace reads)")
+	fs.DurationVar(&o.reportInterval, "report-interval", 5*time.Minute, "how often reports are rescanned; changes to pods and namespaces are scanned within seconds")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return o, err
 	}
@@ -150,6 +154,11 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if err := addWarm(mgr, kube, res, store); err != nil {
 		return err
+	}
+	if o.reports {
+		if err := addReports(mgr, cfg, kube, store, res, o.namespace, o.reportInterval, logger); err != nil {
+			return err
+		}
 	}
 	store.onChange = func() {
 		reconfig.apply(ctx)
