@@ -37,6 +37,7 @@ type controllerOptions struct {
 	leaderElect     bool
 	leaderElectID   string
 	ownerDeployment string
+	startupTaints   bool
 	verbosity       int
 	reports         bool
 	reportInterval  time.Duration
@@ -53,6 +54,7 @@ func parseController(args []string, stdout, stderr io.Writer) (controllerOptions
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect one active replica through a Lease in --namespace")
 	fs.StringVar(&o.leaderElectID, "leader-election-id", "pullgate-controller", "name of the leader election Lease")
 	fs.StringVar(&o.ownerDeployment, "owner-deployment", "", "the controller's own Deployment, made owner of the DaemonSets so deleting it (helm uninstall) deletes them")
+	fs.BoolVar(&o.startupTaints, "startup-taints", false, "watch Nodes and remove the groups' startup taints (needs get, list, watch and patch on nodes; the chart sets it when a group has startupTaint)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity")
 	fs.BoolVar(&o.reports, "reports", false, "write openreports.io (else wgpolicyk8s.io) reports of the running pods: changes owed and drift (needs cluster-wide pod and namespace reads)")
 	fs.DurationVar(&o.reportInterval, "report-interval", 5*time.Minute, "how often reports are rescanned; changes to pods and namespaces are scanned within seconds")
@@ -105,15 +107,20 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	owned := labels.SelectorFromSet(labels.Set{prepull.ManagedByLabel: prepull.ManagedBy})
 	metricsAddr, healthAddr := o.metricsAddr, o.healthAddr
+	// Only the controller's own objects, in its own namespace, are cached; and, for the startup
+	// taints, each Node's name, labels and taints.
+	byObject := map[client.Object]cache.ByObject{
+		&appsv1.DaemonSet{}: {Label: owned},
+		&corev1.Pod{}:       {Label: owned},
+	}
+	if o.startupTaints {
+		byObject[&corev1.Node{}] = cache.ByObject{Transform: prepull.TrimNode}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: clientgoscheme.Scheme,
-		// Only the controller's own objects, in its own namespace, are cached.
 		Cache: cache.Options{
 			DefaultNamespaces: map[string]cache.Config{o.namespace: {}},
-			ByObject: map[client.Object]cache.ByObject{
-				&appsv1.DaemonSet{}: {Label: owned},
-				&corev1.Pod{}:       {Label: owned},
-			},
+			ByObject:          byObject,
 		},
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        healthAddr,
@@ -160,9 +167,19 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return err
 		}
 	}
+	if o.leaderElect {
+		if err := mgr.Add(ownLease(kube, o.namespace, o.leaderElectID, settings.Owner)); err != nil {
+			return err
+		}
+	}
+	taints, err := addTaints(mgr, o, store, rec, settings, logger)
+	if err != nil {
+		return err
+	}
 	store.onChange = func() {
 		reconfig.apply(ctx)
 		rec.PolicyChanged(ctx)
+		taints(ctx)
 	}
 	if _, err := store.load(); err != nil {
 		return err

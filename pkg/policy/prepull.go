@@ -3,9 +3,11 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -22,9 +24,17 @@ const (
 	MaxPrepullNameLength = 40
 )
 
-// PrepullTaintKey is the startup taint the controller removes from a node once its pre-pull pods
-// are ready (or after the group's timeout).
+// PrepullTaintKey is the default key of a group's startup taint.
 const PrepullTaintKey = "pullgate.dev/prepull"
+
+// DefaultStartupTaintTimeout is how long a node keeps a group's startup taint when its images do
+// not arrive: 15 GB at 100 MB/s, unpacked, takes a few minutes; 20 leaves room for a slow link
+// and still frees a node whose mirror is down the same hour. MaxStartupTaintTimeout bounds it:
+// a node blocked for more than a day is an outage, not a pull.
+const (
+	DefaultStartupTaintTimeout = 20 * time.Minute
+	MaxStartupTaintTimeout     = 24 * time.Hour
+)
 
 // Prepull is one group of nodes and the images they must hold before any pod asks for them.
 type Prepull struct {
@@ -45,7 +55,27 @@ type Prepull struct {
 	// percentage; it becomes the DaemonSet's maxSurge, so a node keeps the old image until the
 	// new one is there.
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+	// StartupTaint, when set, is a taint nodes join with (Karpenter's startupTaints, the
+	// cluster-autoscaler's startup-taint prefix) so that no other pod lands before the images:
+	// the group's pods tolerate it, and the controller removes it from a node once the group's
+	// pod there is ready (every image pulled), or after StartupTaintTimeout with a Warning Event
+	// on the node, so no node stays blocked.
+	StartupTaint *StartupTaint `json:"startupTaint,omitempty"`
+	// StartupTaintTimeout is how long a node may keep the taint, counted from when the
+	// controller first sees it there; default 20m, only with startupTaint.
+	StartupTaintTimeout *metav1.Duration `json:"startupTaintTimeout,omitempty"`
 }
+
+// StartupTaint is the taint a group removes; the key defaults to pullgate.dev/prepull and the
+// effect to NoSchedule. The node's taint matches it by key and effect, whatever its value.
+type StartupTaint struct {
+	Key    string             `json:"key,omitempty"`
+	Value  string             `json:"value,omitempty"`
+	Effect corev1.TaintEffect `json:"effect,omitempty"`
+}
+
+// Matches says whether t is this startup taint (same key and effect).
+func (s StartupTaint) Matches(t corev1.Taint) bool { return t.Key == s.Key && t.Effect == s.Effect }
 
 // DefaultPrepullMaxUnavailable is one node pulling at a time.
 var DefaultPrepullMaxUnavailable = intstr.FromInt32(1)
@@ -54,6 +84,17 @@ func (g *Prepull) setDefaults() {
 	if g.MaxUnavailable == nil {
 		v := DefaultPrepullMaxUnavailable
 		g.MaxUnavailable = &v
+	}
+	if g.StartupTaint != nil {
+		if g.StartupTaint.Key == "" {
+			g.StartupTaint.Key = PrepullTaintKey
+		}
+		if g.StartupTaint.Effect == "" {
+			g.StartupTaint.Effect = corev1.TaintEffectNoSchedule
+		}
+		if g.StartupTaintTimeout == nil {
+			g.StartupTaintTimeout = &metav1.Duration{Duration: DefaultStartupTaintTimeout}
+		}
 	}
 }
 
@@ -88,6 +129,37 @@ func validatePrepull(fld *field.Path, groups []Prepull) field.ErrorList {
 			}
 		}
 		errs = append(errs, validateMaxUnavailable(p.Child("maxUnavailable"), g.MaxUnavailable)...)
+		errs = append(errs, validateStartupTaint(p, g)...)
+	}
+	return errs
+}
+
+func validateStartupTaint(p *field.Path, g *Prepull) field.ErrorList {
+	var errs field.ErrorList
+	if g.StartupTaint == nil {
+		if g.StartupTaintTimeout != nil {
+			errs = append(errs, field.Forbidden(p.Child("startupTaintTimeout"), "only with startupTaint"))
+		}
+		return errs
+	}
+	fld := p.Child("startupTaint")
+	t := g.StartupTaint
+	for _, msg := range validation.IsQualifiedName(t.Key) {
+		errs = append(errs, field.Invalid(fld.Child("key"), t.Key, msg))
+	}
+	if t.Value != "" {
+		for _, msg := range validation.IsValidLabelValue(t.Value) {
+			errs = append(errs, field.Invalid(fld.Child("value"), t.Value, msg))
+		}
+	}
+	switch t.Effect {
+	case corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute:
+	default:
+		errs = append(errs, field.NotSupported(fld.Child("effect"), t.Effect, []corev1.TaintEffect{corev1.TaintEffectNoSchedule, corev1.TaintEffectNoExecute}))
+	}
+	if d := g.StartupTaintTimeout; d != nil && (d.Duration <= 0 || d.Duration > MaxStartupTaintTimeout) {
+		errs = append(errs, field.Invalid(p.Child("startupTaintTimeout"), d.Duration.String(),
+			fmt.Sprintf("must be more than 0 and at most %s: the timeout is what frees a node whose images never arrive", MaxStartupTaintTimeout)))
 	}
 	return errs
 }

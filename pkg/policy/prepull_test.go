@@ -56,3 +56,37 @@ func TestPrepullLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestPrepullStartupTaint: startupTaint defaults to pullgate.dev/prepull:NoSchedule with a 20m
+// timeout; bad keys, values, effects and timeouts, and a timeout without a taint, are errors
+// with their field paths.
+func TestPrepullStartupTaint(t *testing.T) {
+	t.Parallel()
+	doc := func(fields string) []byte {
+		return []byte("apiVersion: pullgate.dev/v1alpha1\nkind: Policy\nprepull:\n  - name: g\n    images: [busybox]\n" + fields)
+	}
+	c, err := policy.Check(doc("    startupTaint: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := c.Policy().Prepull[0]
+	if g.StartupTaint.Key != policy.PrepullTaintKey || g.StartupTaint.Effect != "NoSchedule" || g.StartupTaintTimeout.Duration != policy.DefaultStartupTaintTimeout {
+		t.Errorf("defaults: %+v %v, want %s:NoSchedule and %s", g.StartupTaint, g.StartupTaintTimeout, policy.PrepullTaintKey, policy.DefaultStartupTaintTimeout)
+	}
+	if _, err := policy.Check(doc("    startupTaint: {key: example.com/warming, value: pending, effect: NoExecute}\n    startupTaintTimeout: 1h\n")); err != nil {
+		t.Errorf("a full startupTaint: %v", err)
+	}
+	for _, tc := range []struct{ fields, want string }{
+		{"    startupTaintTimeout: 5m\n", "prepull[0].startupTaintTimeout: Forbidden: only with startupTaint"},
+		{"    startupTaint: {key: \"bad key!\"}\n", `prepull[0].startupTaint.key: Invalid value: "bad key!"`},
+		{"    startupTaint: {value: \"not a value!\"}\n", `prepull[0].startupTaint.value: Invalid value: "not a value!"`},
+		{"    startupTaint: {effect: PreferNoSchedule}\n", `prepull[0].startupTaint.effect: Unsupported value: "PreferNoSchedule"`},
+		{"    startupTaint: {}\n    startupTaintTimeout: 0s\n", `prepull[0].startupTaintTimeout: Invalid value: "0s"`},
+		{"    startupTaint: {}\n    startupTaintTimeout: 48h\n", `prepull[0].startupTaintTimeout: Invalid value: "48h0m0s"`},
+		{"    startupTaint: {keys: x}\n", `unknown field`},
+	} {
+		if _, err := policy.Check(doc(tc.fields)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want %q", tc.fields, err, tc.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strconv"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -109,6 +110,11 @@ func DaemonSet(g policy.Prepull, images []Pinned, s Settings) *appsv1.DaemonSet 
 			secrets = append(secrets, corev1.LocalObjectReference{Name: n})
 		}
 	}
+	tolerations := g.Tolerations
+	if t := g.StartupTaint; t != nil {
+		// The group's pods are what the taint waits for: they must land while it is there.
+		tolerations = append(slices.Clone(tolerations), corev1.Toleration{Key: t.Key, Operator: corev1.TolerationOpExists, Effect: t.Effect})
+	}
 	ds := &appsv1.DaemonSet{
 		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -139,7 +145,7 @@ func DaemonSet(g policy.Prepull, images []Pinned, s Settings) *appsv1.DaemonSet 
 					Containers:                    containers,
 					ImagePullSecrets:              secrets,
 					NodeSelector:                  g.NodeSelector,
-					Tolerations:                   g.Tolerations,
+					Tolerations:                   tolerations,
 					Affinity:                      g.Affinity,
 					PriorityClassName:             g.PriorityClassName,
 					AutomountServiceAccountToken:  ptr(false),

@@ -58,6 +58,30 @@ type Reconciler struct {
 	changes chan event.TypedGenericEvent[client.Object]
 	mu      sync.Mutex
 	failing map[string]string // group -> the failures last reported, so Events are not repeated
+	// problems holds, per group, why images could not be pinned at the last attempt (Problem).
+	problems map[string]string
+}
+
+var _ Problems = (*Reconciler)(nil)
+
+// Problem says why some of the group's images could not be pinned at the last attempt, or "".
+func (r *Reconciler) Problem(group string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.problems[group]
+}
+
+func (r *Reconciler) setProblem(group, msg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.problems == nil {
+		r.problems = map[string]string{}
+	}
+	if msg == "" {
+		delete(r.problems, group)
+		return
+	}
+	r.problems[group] = msg
 }
 
 // SetupWithManager registers the controller: DaemonSets and pods the controller owns, and policy
@@ -140,10 +164,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		if ctx.Err() != nil {
 			return reconcile.Result{}, err
 		}
+		r.setProblem(g.Name, "cannot be planned: "+oneLine(err))
 		r.event(cur, corev1.EventTypeWarning, "PolicyError", "Plan", "Group %s cannot be planned: %v", g.Name, err)
 		return reconcile.Result{RequeueAfter: ttl}, nil
 	}
 	requeue := ttl
+	r.setProblem(g.Name, "")
+	if len(pins.Errors) > 0 {
+		r.setProblem(g.Name, fmt.Sprintf("%d image(s) not pinned: %s", len(pins.Errors), oneLine(errors.Join(pins.Errors...))))
+	}
 	unpinnedGauge.WithLabelValues(g.Name).Set(float64(len(pins.Errors)))
 	if len(pins.Errors) > 0 {
 		requeue = min(ttl, retryInterval)
@@ -189,6 +218,7 @@ func (r *Reconciler) remove(ctx context.Context, cur *appsv1.DaemonSet) error {
 		return err
 	}
 	forget(group)
+	r.setProblem(group, "")
 	log.FromContext(ctx).Info("Deleted the DaemonSet of a group no longer in the policy", "group", group, "daemonSet", cur.Name)
 	return nil
 }

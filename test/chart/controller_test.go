@@ -81,14 +81,54 @@ func checkController(t *testing.T, r rendered) {
 	if rb.RoleRef.Name != role.Name || len(rb.Subjects) != 1 || rb.Subjects[0].Name != pod.ServiceAccountName {
 		t.Errorf("controller RoleBinding does not bind its Role to its ServiceAccount: %+v", rb)
 	}
+	checkStartupTaints(t, r, pod.ServiceAccountName, args)
+}
+
+// checkStartupTaints: only when a policy.prepull group sets startupTaint does the controller get
+// --startup-taints and a ClusterRole with get, list, watch and patch on nodes and Events (a
+// node's Events live in the default namespace) and nothing else; otherwise nothing cluster-wide
+// binds it.
+func checkStartupTaints(t *testing.T, r rendered, sa, args string) {
+	t.Helper()
+	startup := false
+	groups, _ := r.lookup(t, "policy.prepull").([]any)
+	for _, g := range groups {
+		if m, ok := g.(map[string]any); ok && m["startupTaint"] != nil {
+			startup = true
+		}
+	}
+	if got := strings.Contains(args, "--startup-taints"); got != startup {
+		t.Errorf("controller args %q: --startup-taints is %v, want %v (a group with startupTaint: %v)", args, got, startup, startup)
+	}
+	nodes := controllerName + "-nodes"
+	var bound []string
 	for _, crb := range all[*rbacv1.ClusterRoleBinding](r) {
 		if crb.Name == controllerName+"-warm" || crb.Name == controllerName+"-reports" {
 			continue // mirror warming's and reports' own bindings: see checkWarm, checkReports
 		}
 		for _, s := range crb.Subjects {
-			if s.Name == pod.ServiceAccountName {
-				t.Errorf("ClusterRoleBinding %s binds the controller: it needs nothing cluster-wide", crb.Name)
+			if s.Name == sa && crb.RoleRef.Name == nodes {
+				bound = append(bound, crb.Name)
 			}
 		}
+	}
+	if !startup {
+		for _, cr := range all[*rbacv1.ClusterRole](r) {
+			if cr.Name == nodes {
+				t.Errorf("ClusterRole %s rendered without a group that sets startupTaint: the controller needs no node rights then", nodes)
+			}
+		}
+		return
+	}
+	if fmt.Sprint(bound) != "["+nodes+"]" {
+		t.Fatalf("ClusterRoleBindings of %s to the controller: %v, want [%s]", nodes, bound, nodes)
+	}
+	cr := get[*rbacv1.ClusterRole](t, r, nodes)
+	var got []string
+	for _, rule := range cr.Rules {
+		got = append(got, fmt.Sprint(rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames))
+	}
+	if want := []string{"[] [nodes] [get list watch patch] []", "[ events.k8s.io] [events] [create patch update] []"}; !slices.Equal(got, want) {
+		t.Errorf("ClusterRole %s rules %q, want %q", nodes, got, want)
 	}
 }

@@ -131,6 +131,13 @@ with a warning) must reach the API server within webhook.timeoutSeconds.
 {{- end }}
 {{- end }}
 
+{{/* "true" when some policy.prepull group sets startupTaint: the controller then watches and patches Nodes. */}}
+{{- define "pullgate.startupTaints" -}}
+{{- $on := false }}
+{{- range ((.Values.policy).prepull | default list) }}{{ if .startupTaint }}{{ $on = true }}{{ end }}{{ end }}
+{{- if $on }}true{{ end }}
+{{- end }}
+
 {{/* The controller's objects. */}}
 {{- define "pullgate.controllerName" -}}{{ include "pullgate.fullname" . }}-controller{{- end }}
 
