@@ -56,8 +56,11 @@ func (e *Env) pushNodeImages(ctx context.Context, r *NodeRegistries) (*NodeImage
 		return nil, err
 	}
 	im, err := idx.IndexManifest()
-	if err != nil || len(im.Manifests) == 0 {
-		return nil, fmt.Errorf("pullgate image layout %s holds no image (run make image): %v", e.Opts.PullgateImage, err)
+	if err != nil {
+		return nil, fmt.Errorf("pullgate image layout %s: %w", e.Opts.PullgateImage, err)
+	}
+	if len(im.Manifests) == 0 {
+		return nil, fmt.Errorf("pullgate image layout %s holds no image (run make image)", e.Opts.PullgateImage)
 	}
 	img, err := idx.Image(im.Manifests[0].Digest)
 	if err != nil {
