@@ -35,8 +35,11 @@ type Writer struct {
 	Log       logr.Logger
 
 	mu   sync.Mutex
-	last string // the API of the last write, to log a change once
+	last string // the API of the last write, or noAPI, to log a change once
 }
+
+// noAPI is Writer.last when neither report API was served.
+const noAPI = "none"
 
 // Stats are what one Write did.
 type Stats struct {
@@ -69,14 +72,20 @@ func (w *Writer) api() (string, kinds, error) {
 // object whose content has not changed is not written.
 func (w *Writer) Write(ctx context.Context, reports []openreports.Report, cluster openreports.ClusterReport) (Stats, error) {
 	api, k, err := w.api()
+	// Which API is written, or that none is served, is logged when it changes, not every scan;
+	// other errors are the caller's to log.
+	state := api
+	if errors.Is(err, ErrNoReportAPI) {
+		state = noAPI
+	}
 	w.mu.Lock()
-	if api != w.last || (err != nil && w.last == "") {
-		if err != nil {
+	if state != "" && state != w.last {
+		if state == noAPI {
 			w.Log.Info("Reports not written", "reason", err.Error())
 		} else {
 			w.Log.Info("Writing reports", "api", api)
 		}
-		w.last = api
+		w.last = state
 	}
 	w.mu.Unlock()
 	if err != nil {

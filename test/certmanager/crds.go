@@ -74,6 +74,12 @@ func ApplyCRDs(ctx context.Context, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
+	return InstallCRDs(ctx, cfg, crds)
+}
+
+// InstallCRDs applies crds server-side and waits until the API serves them (also the report
+// CRDs of the e2e suite).
+func InstallCRDs(ctx context.Context, cfg *rest.Config, crds []*apiextv1.CustomResourceDefinition) error {
 	c, err := apiextclient.NewForConfig(cfg)
 	if err != nil {
 		return err
