@@ -23,6 +23,8 @@ run: build ## Offline demo: mutate the example pod with the example policy again
 	$(GO) run ./hack/demo $(BIN)
 
 .PHONY: test
+# pkg/resolve's tests run Distribution v3 as a real pull-through mirror (built once, cached).
+test: export PULLGATE_REGISTRY_V3 = $(shell ./hack/registry-v3.sh)
 test: deps ## Unit, integration and chart tests (race detector on), both modules.
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...

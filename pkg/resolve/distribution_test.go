@@ -28,10 +28,16 @@ func startPullThrough(t *testing.T, upstream string) string {
 	if _, err := os.Stat(distributionBinary); err != nil {
 		t.Fatalf("%s is required for the pull-through test (apt-get install -y docker-registry): %v", distributionBinary, err)
 	}
+	return startPullThroughWith(t, distributionBinary, upstream)
+}
+
+// startPullThroughWith is startPullThrough with another Distribution binary (v3).
+func startPullThroughWith(t *testing.T, binary, upstream string) string {
+	t.Helper()
 	// A free port can be taken between our probe and the registry's bind; try a few.
 	var lastErr error
 	for range 3 {
-		host, err := tryPullThrough(t, upstream)
+		host, err := tryPullThrough(t, binary, upstream)
 		if err == nil {
 			return host
 		}
@@ -41,7 +47,7 @@ func startPullThrough(t *testing.T, upstream string) string {
 	return ""
 }
 
-func tryPullThrough(t *testing.T, upstream string) (string, error) {
+func tryPullThrough(t *testing.T, binary, upstream string) (string, error) {
 	port, err := freePort()
 	if err != nil {
 		return "", err
@@ -69,12 +75,12 @@ proxy:
 	}
 
 	var out lockedBuffer
-	cmd := exec.Command(distributionBinary, "serve", path)
+	cmd := exec.Command(binary, "serve", path)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Distribution reads REGISTRY_* variables as configuration; keep the environment out.
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir}
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start %s: %w", distributionBinary, err)
+		return "", fmt.Errorf("start %s: %w", binary, err)
 	}
 	exited := make(chan struct{})
 	var waitErr error

@@ -39,6 +39,11 @@ var (
 	ErrForbiddenAddress = errors.New("forbidden address")
 )
 
+// ErrPending joins ErrTimeout when the caller's deadline passed but the lookup goes on in the
+// background (Options.BackgroundTimeout) and will fill the cache: the first sight of a tag on a
+// mirror that copies the whole image before it answers.
+var ErrPending = errors.New("the lookup goes on in the background")
+
 // errUnsupported marks an answer that arrived but cannot be pinned (schema 1, a digest that is
 // not sha256). It is wrapped in ErrRegistry; it does not count against the circuit breaker
 // because the registry is healthy.

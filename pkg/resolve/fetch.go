@@ -27,7 +27,17 @@ const retryDelay = 50 * time.Millisecond
 // flight is the shared call behind every concurrent Resolve of one key. It runs under its own
 // deadline, detached from the first caller's cancellation but keeping its values (logger).
 func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds) (any, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.timeout)
+	timeout := cfg.timeout
+	if host := ref.Context().RegistryStr(); cfg.background > cfg.timeout && cfg.registries[host].transport != nil && r.slots.take(host, cfg.backgroundLookups) {
+		// A first sight that does not fit the admission budget (a mirror that copies the whole
+		// image before it answers) goes on after its callers leave, so that the next admission
+		// finds the answer in the cache. Bounded per mirror in time and in number.
+		defer r.slots.give(host)
+		timeout = cfg.background
+		r.pending.Store(key, time.Now().Add(timeout))
+		defer r.pending.Delete(key)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	log := logr.FromContextOrDiscard(ctx)
 
@@ -89,9 +99,19 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 	if ok, until := br.allow(cfg.now()); !ok {
 		return "", fmt.Errorf("resolve %s: %w: %s failed %d calls in a row and is left alone until %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
 	}
+	// Timeouts count per repository, not per host: a mirror that copies one big image before
+	// answering for it (Zot, Harbor) or waits on its upstream for one tag is slow for that
+	// repository only, and must not take every other repository on the mirror out of pinning.
+	// Answers that fail (5xx, refused connections, TLS) still count against the host.
+	slow := r.breakers.get(host+"/"+ref.Context().RepositoryStr(), "")
+	if ok, until := slow.allow(cfg.now()); !ok {
+		br.release()
+		return "", fmt.Errorf("resolve %s: %w: %s timed out on %s %d times in a row; that repository is left alone until %s", ref, ErrCircuitOpen, host, ref.Context().RepositoryStr(), cfg.failures, until.UTC().Format(time.RFC3339))
+	}
 	digest, f := r.attempt(ctx, cfg, ref, pod)
 	if f.unsent {
 		br.release()
+		slow.release()
 		// The error says what to list; the log has the chain, with the address refused.
 		var ferr *forbidden
 		if errors.As(f.err, &ferr) {
@@ -99,13 +119,27 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		}
 		return "", f.err
 	}
-	r.settle(ctx, cfg, br, host, f)
+	if f.trips && errors.Is(f.err, ErrTimeout) {
+		br.release()
+		r.settle(ctx, cfg, slow, host, f)
+	} else {
+		r.settle(ctx, cfg, br, host, f)
+		slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)
+	}
 	return digest, f.err
 }
 
 // settle records the outcome of a call the breaker allowed, which reached the registry.
 func (r *Resolver) settle(ctx context.Context, cfg *config, br *breaker, host string, f failure) {
-	switch br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown) {
+	change := br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown)
+	if br.label == "" {
+		// A repository's breaker: the gauge counts hosts.
+		if change == 1 {
+			logr.FromContextOrDiscard(ctx).Info("repository circuit opened after timeouts", "registry", host, "cooldown", cfg.cooldown.String(), "error", f.err.Error())
+		}
+		return
+	}
+	switch change {
 	case 1:
 		r.metrics.circuitOpen.WithLabelValues(br.label).Inc()
 		logr.FromContextOrDiscard(ctx).Info("registry circuit opened", "registry", host, "cooldown", cfg.cooldown.String(), "error", f.err.Error())

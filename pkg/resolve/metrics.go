@@ -31,6 +31,7 @@ type metrics struct {
 	cache       *prometheus.CounterVec
 	requests    *prometheus.CounterVec
 	circuitOpen *prometheus.GaugeVec
+	firstSight  *prometheus.CounterVec
 }
 
 var (
@@ -62,7 +63,11 @@ func sharedMetrics() *metrics {
 				Help: "Open circuit breakers per registry host (0 or 1; the \"other\" host counts all unlisted ones).",
 			}, []string{"registry"}),
 		}
-		crmetrics.Registry.MustRegister(m.duration, m.cache, m.requests, m.circuitOpen)
+		m.firstSight = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pullgate_resolve_first_sight_misses_total",
+			Help: "Resolutions whose caller's deadline passed with nothing in the cache to serve, by registry host: the image was admitted unpinned (a background lookup may still fill the cache).",
+		}, []string{"registry"})
+		crmetrics.Registry.MustRegister(m.duration, m.cache, m.requests, m.circuitOpen, m.firstSight)
 		metricsAll = m
 	})
 	return metricsAll

@@ -61,9 +61,20 @@ type Options struct {
 	// the first one leaves. Keep it above the longest deadline callers use.
 	Timeout time.Duration
 
-	// BreakerFailures consecutive failures (timeouts, 5xx, connection and TLS errors; not 404,
-	// 401 or 429) open a registry's circuit: calls fail at once with ErrCircuitOpen until, after
-	// BreakerCooldown, one probe succeeds.
+	// BackgroundTimeout, when longer than Timeout, lets a shared call to a listed registry go
+	// on after its callers left, up to this long, and fill the cache: a mirror that copies a
+	// whole image before it answers for the tag (Zot, Harbor) gets its first sight pinned at
+	// the next admission. Zero: as Timeout (off).
+	BackgroundTimeout time.Duration
+	// BackgroundLookups bounds such calls per registry host; past it, calls end at Timeout.
+	// Zero means DefaultBackgroundLookups.
+	BackgroundLookups int
+
+	// BreakerFailures consecutive failures (5xx, connection and TLS errors; not 404, 401 or
+	// 429) open a registry's circuit: calls fail at once with ErrCircuitOpen until, after
+	// BreakerCooldown, one probe succeeds. Timeouts count per repository instead, with the same
+	// numbers: a mirror slow on one repository (copying a big image, waiting on its upstream
+	// for one tag) keeps serving the others.
 	BreakerFailures int
 	BreakerCooldown time.Duration
 
@@ -90,7 +101,8 @@ type Registry struct {
 // config is Options compiled; immutable once stored.
 type config struct {
 	cacheTTL, maxStale, negativeTTL, timeout, cooldown time.Duration
-	size, failures                                     int
+	size, failures, backgroundLookups                  int
+	background                                         time.Duration
 	fallback, verify, allowPrivate                     bool
 	registries                                         map[string]registry
 	listed                                             map[string]bool // hostKey of every listed host
@@ -116,20 +128,22 @@ type registry struct {
 func (r *Resolver) compile(opts Options) (*config, error) {
 	var errs []error
 	cfg := &config{
-		cacheTTL:     orDefault(&errs, "cacheTTL", opts.CacheTTL, minCacheTTL),
-		maxStale:     orDefault(&errs, "maxStale", opts.MaxStale, 0),
-		negativeTTL:  orDefault(&errs, "negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
-		timeout:      orDefault(&errs, "timeout", opts.Timeout, DefaultTimeout),
-		cooldown:     orDefault(&errs, "breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
-		size:         orDefault(&errs, "cacheSize", opts.CacheSize, minCacheSize),
-		failures:     orDefault(&errs, "breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
-		fallback:     opts.FallbackToUpstream,
-		verify:       opts.VerifyDigest,
-		allowPrivate: opts.AllowPrivateUnlisted,
-		registries:   make(map[string]registry, len(opts.Registries)),
-		listed:       make(map[string]bool, len(opts.Registries)),
-		podSecrets:   opts.PodSecrets,
-		now:          opts.Now,
+		cacheTTL:          orDefault(&errs, "cacheTTL", opts.CacheTTL, minCacheTTL),
+		maxStale:          orDefault(&errs, "maxStale", opts.MaxStale, 0),
+		negativeTTL:       orDefault(&errs, "negativeTTL", opts.NegativeTTL, DefaultNegativeTTL),
+		timeout:           orDefault(&errs, "timeout", opts.Timeout, DefaultTimeout),
+		cooldown:          orDefault(&errs, "breakerCooldown", opts.BreakerCooldown, DefaultBreakerCooldown),
+		size:              orDefault(&errs, "cacheSize", opts.CacheSize, minCacheSize),
+		failures:          orDefault(&errs, "breakerFailures", opts.BreakerFailures, DefaultBreakerFailures),
+		background:        orDefault(&errs, "backgroundTimeout", opts.BackgroundTimeout, 0),
+		backgroundLookups: orDefault(&errs, "backgroundLookups", opts.BackgroundLookups, DefaultBackgroundLookups),
+		fallback:          opts.FallbackToUpstream,
+		verify:            opts.VerifyDigest,
+		allowPrivate:      opts.AllowPrivateUnlisted,
+		registries:        make(map[string]registry, len(opts.Registries)),
+		listed:            make(map[string]bool, len(opts.Registries)),
+		podSecrets:        opts.PodSecrets,
+		now:               opts.Now,
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now

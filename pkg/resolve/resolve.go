@@ -35,6 +35,8 @@ type Resolver struct {
 	epoch      atomic.Uint64 // numbers credentials that have no identity of their own
 	metrics    *metrics
 	count      countFunc
+	slots      slots    // lookups per host running past the admission budget
+	pending    sync.Map // cache key -> time.Time: a lookup runs in the background until then
 }
 
 // New returns a Resolver with an empty cache.
@@ -215,7 +217,16 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 		return contract.Resolution{Digest: fr.digest}, outcomeResolved, nil
 	case <-ctx.Done():
 		// The shared call goes on for the other callers and fills the cache.
-		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
+		res, outcome, err := r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
+		if errors.Is(err, ErrTimeout) {
+			host := ref.Context().RegistryStr()
+			r.metrics.firstSight.WithLabelValues(r.label(host)).Inc()
+			if until, ok := r.pending.Load(key); ok {
+				err = fmt.Errorf("%w; %w: pullgate keeps asking %s until %s and caches the answer, so the next admission of this tag is pinned",
+					err, ErrPending, host, until.(time.Time).UTC().Format(time.RFC3339))
+			}
+		}
+		return res, outcome, err
 	}
 }
 
