@@ -51,6 +51,15 @@ type podMetaFields struct {
 	Name         string            `json:"name"`
 	GenerateName string            `json:"generateName"`
 	Annotations  map[string]string `json:"annotations"`
+	// Labels and OwnerReferences serve exclude.podSelector and exclude.owners.
+	Labels          map[string]string `json:"labels"`
+	OwnerReferences []ownerRef        `json:"ownerReferences"`
+}
+
+// ownerRef is what pullgate reads of an owner reference: its kind, by group.
+type ownerRef struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
 }
 
 // UnmarshalJSONFrom decodes the fields as the default would (null is the zero value; a second

@@ -27,6 +27,8 @@ const (
 	SkipOwnNamespace      = "own-namespace"
 	SkipMirrorPod         = "mirror-pod"
 	SkipOptedOut          = "opted-out"
+	SkipOwnerExcluded     = "owner-excluded"
+	SkipPodExcluded       = "pod-excluded"
 )
 
 // Input is one admission as the core sees it: its objects raw, or decoded by the caller along
@@ -119,6 +121,9 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if d.Excluded {
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
+	if skip := excludedPod(pol, pod); skip != "" {
+		return &Plan{Skip: skip}, nil
+	}
 	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError(), generation: pol.Generation()}
 	p.hasMetadata, p.hasAnnotations = pod.Metadata.present, pod.Metadata.Annotations != nil
 	p.prevOriginal = pod.Metadata.Annotations[OriginalAnnotation]
@@ -149,6 +154,24 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 		p.secrets, p.createSecrets = missingSecrets(pod.Spec.ImagePullSecrets, d.PullSecrets)
 	}
 	return p, nil
+}
+
+// excludedPod names why exclude.owners or exclude.podSelector leave the pod alone, if they do.
+// Operators compare the image they wrote with the pod's and recreate a pod that differs, on
+// CREATE as on UPDATE, so neither is touched.
+func excludedPod(pol *policy.Compiled, pod *podView) string {
+	if !pol.ExcludesPods() {
+		return ""
+	}
+	for _, o := range pod.Metadata.OwnerReferences {
+		if pol.ExcludedOwner(o.APIVersion, o.Kind) {
+			return SkipOwnerExcluded
+		}
+	}
+	if pol.ExcludedPod(pod.Metadata.Labels) {
+		return SkipPodExcluded
+	}
+	return ""
 }
 
 // changeable returns the image fields this admission may change, and whether their pull policy

@@ -79,6 +79,7 @@ type Compiled struct {
 	onMirror      []MirrorTarget
 	excludeNS     []*regexp.Regexp
 	excludeImages []*regexp.Regexp
+	exclude       exclusions
 	rules         []rule
 	generation    string
 }
@@ -111,6 +112,9 @@ func (p *Policy) Compile() (*Compiled, error) {
 	}
 	if c.excludeImages, err = compileGlobs(p.Exclude.Images); err != nil {
 		return nil, fmt.Errorf("exclude.images: %w", err)
+	}
+	if c.exclude, err = compileExclusions(p.Exclude); err != nil {
+		return nil, err
 	}
 	for i, r := range p.Rules {
 		cr := rule{Rule: r}
@@ -166,8 +170,11 @@ func (c *Compiled) OnMirror(registry, repository string) (MirrorTarget, bool) {
 	return MirrorTarget{}, false
 }
 
-// ExcludedImage reports whether a normalized reference matches exclude.images.
-func (c *Compiled) ExcludedImage(ref string) bool { return matchAny(c.excludeImages, ref) }
+// ExcludedImage reports whether a normalized reference matches exclude.images or
+// exclude.imageRegexps.
+func (c *Compiled) ExcludedImage(ref string) bool {
+	return matchAny(c.excludeImages, ref) || matchAny(c.exclude.imageRegexps, ref)
+}
 
 // ResolveEnabled reports whether tags are resolved to digests (resolve.enabled, defaulted).
 func (c *Compiled) ResolveEnabled() bool { return *c.policy.Resolve.Enabled }

@@ -63,6 +63,15 @@ var wantProblems = map[string][]string{
 		`line 13: warm.minBytesPerSecond: Invalid value: "-1"`,
 		`line 14: warm.concurrency: Invalid value: 100`,
 	},
+	"invalid-exclude.yaml": {
+		`line 5: exclude.imageRegexps[0]: Invalid value: "docker.io/library/postgres:(16": not an RE2 regular expression`,
+		`line 6: exclude.imageRegexps[1]: Required value`,
+		`line 8: exclude.owners[0]: Invalid value: "postgresql.cnpg.io/v1/Cluster": must be "Kind", "group/Kind" or "group/*", without a version`,
+		`line 9: exclude.owners[1]: Invalid value: "postgresql.cnpg.io/cluster": kind "cluster" must be CamelCase`,
+		`line 10: exclude.owners[2]: Invalid value: "Bad_Group!/Cluster": API group`,
+		`line 12: exclude.owners[4]: Duplicate value`,
+		`line 13: exclude.podSelector: Invalid value: "{}": an empty selector selects every pod`,
+	},
 	"invalid-prepull.yaml": {
 		`prepull[0].images[0]: Invalid value: "Not A Ref": not an image reference`,
 		`prepull[0].images[2]: Duplicate value: "docker.io/library/busybox:latest (same image as images[1])"`,

@@ -114,6 +114,14 @@ type Resolve struct {
 	// one more request per cache miss, against a registry that answers tags with manifests it
 	// no longer holds (pods pinned to them would fail to pull).
 	VerifyDigest bool `json:"verifyDigest,omitempty"`
+	// BackgroundTimeout is how long a lookup of a mirror or listed registry may go on after
+	// the admission that started it was answered (unpinned, with a warning that says so), to
+	// fill the cache for the next one: a mirror that copies a whole image before it answers
+	// for its tag (Zot, Harbor) takes longer than Timeout on a big image's first sight.
+	// 0 turns it off.
+	BackgroundTimeout *metav1.Duration `json:"backgroundTimeout,omitempty"`
+	// BackgroundLookups bounds such lookups per registry host.
+	BackgroundLookups *int `json:"backgroundLookups,omitempty"`
 	// UsePodPullSecrets authenticates resolution with the pod's own imagePullSecrets.
 	UsePodPullSecrets bool `json:"usePodPullSecrets,omitempty"`
 	// AllowPrivateUnlisted lets pullgate resolve images on registries that are neither a mirror
@@ -128,6 +136,18 @@ type Exclude struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 	// Images are globs on the normalized reference (docker.io/library/nginx:1.27).
 	Images []string `json:"images,omitempty"`
+	// ImageRegexps are RE2 regular expressions that must match the whole normalized reference,
+	// for what a glob cannot say (docker.io/library/postgres:1[67](\.[0-9]+)?).
+	ImageRegexps []string `json:"imageRegexps,omitempty"`
+	// Owners are owner kinds, "group/Kind" (postgresql.cnpg.io/Cluster), "group/*" (every kind
+	// of the group) or "Kind" for the core group: a pod with an owner reference of one of them
+	// is left alone. Operators that compare the image they wrote with the pod's (CloudNativePG
+	// recreates such pods) need this. Only the pod's own owner references count, not their
+	// owners': a Deployment's pods are owned by its ReplicaSet.
+	Owners []string `json:"owners,omitempty"`
+	// PodSelector leaves alone the pods whose labels it selects (a GitOps tool's or an
+	// operator's label, e.g. cnpg.io/cluster).
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 }
 
 // Rule overrides the top-level settings for the namespaces it selects.

@@ -33,8 +33,7 @@ func (p *Policy) Validate() field.ErrorList {
 	errs = append(errs, validateResolve(field.NewPath("resolve"), &p.Resolve)...)
 	errs = append(errs, validatePullPolicy(field.NewPath("pullPolicy"), p.PullPolicy)...)
 	errs = append(errs, validateSecrets(field.NewPath("imagePullSecrets"), p.ImagePullSecrets)...)
-	errs = append(errs, validateGlobs(field.NewPath("exclude", "namespaces"), p.Exclude.Namespaces)...)
-	errs = append(errs, validateGlobs(field.NewPath("exclude", "images"), p.Exclude.Images)...)
+	errs = append(errs, validateExclude(field.NewPath("exclude"), p.Exclude)...)
 	errs = append(errs, validateRules(field.NewPath("rules"), p.Rules)...)
 	errs = append(errs, validatePrepull(field.NewPath("prepull"), p.Prepull)...)
 	errs = append(errs, validateWarm(field.NewPath("warm"), &p.Warm)...)
@@ -199,6 +198,12 @@ func validateSharedHosts(fld *field.Path, mirrors []Mirror) field.ErrorList {
 	return errs
 }
 
+// Background lookups hold a connection and a goroutine each; these bound what a policy can ask.
+const (
+	maxBackgroundTimeout = 30 * time.Minute
+	maxBackgroundLookups = 64
+)
+
 func validateResolve(fld *field.Path, r *Resolve) field.ErrorList {
 	var errs field.ErrorList
 	if d := r.Timeout.Duration; d <= 0 || d > maxTimeout {
@@ -212,6 +217,12 @@ func validateResolve(fld *field.Path, r *Resolve) field.ErrorList {
 	}
 	if *r.CacheSize < 1 {
 		errs = append(errs, field.Invalid(fld.Child("cacheSize"), *r.CacheSize, "must be at least 1"))
+	}
+	if d := r.BackgroundTimeout.Duration; d < 0 || d > maxBackgroundTimeout {
+		errs = append(errs, field.Invalid(fld.Child("backgroundTimeout"), d.String(), fmt.Sprintf("must be from 0 (off) to %s", maxBackgroundTimeout)))
+	}
+	if n := *r.BackgroundLookups; n < 1 || n > maxBackgroundLookups {
+		errs = append(errs, field.Invalid(fld.Child("backgroundLookups"), n, fmt.Sprintf("must be from 1 to %d per registry", maxBackgroundLookups)))
 	}
 	if r.OnError != OnErrorKeep && r.OnError != OnErrorDeny {
 		errs = append(errs, field.NotSupported(fld.Child("onError"), r.OnError, []OnError{OnErrorKeep, OnErrorDeny}))
