@@ -90,6 +90,9 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		MaxStale:           p.Resolve.MaxStale.Duration,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
 		VerifyDigest:       p.Resolve.VerifyDigest,
+		// A lookup that misses the admission budget goes on this long to fill the cache.
+		BackgroundTimeout: p.Resolve.BackgroundTimeout.Duration,
+		BackgroundLookups: *p.Resolve.BackgroundLookups,
 		// Unlisted registries are chosen by pod authors: public addresses only, unless allowed.
 		AllowPrivateUnlisted: p.Resolve.AllowPrivateUnlisted,
 		Registries:           map[string]resolve.Registry{},

@@ -37,6 +37,10 @@ const MutatePath = "/mutate-v1-pod"
 // policy change.
 const credentialRefresh = 2 * time.Minute
 
+// stateInterval is how often the resolver's known digests are saved (see --resolver-state): a
+// crash loses at most this much of what was learned.
+const stateInterval = time.Minute
+
 type serveOptions struct {
 	policyPath  string
 	certDir     string
@@ -48,6 +52,7 @@ type serveOptions struct {
 	kubeconfig  string
 	namespace   string
 	verbosity   int
+	stateFile   string
 }
 
 func parseServe(args []string, stdout, stderr io.Writer) (serveOptions, error) {
@@ -63,6 +68,7 @@ func parseServe(args []string, stdout, stderr io.Writer) (serveOptions, error) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig; default in-cluster, and without either no namespace labels are read")
 	fs.StringVar(&o.namespace, "namespace", o.namespace, "pullgate's own namespace (default $POD_NAMESPACE): never mutated, and where credential secrets live")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity; 1 logs every admission decision")
+	fs.StringVar(&o.stateFile, "resolver-state", "", "file (on a volume that outlives the container, e.g. an emptyDir) where the digests pullgate knows are saved every minute and on shutdown, and read at start, so a restart while a mirror is sick still pins them; empty disables")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return o, err
 	}
@@ -118,6 +124,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace, Events: events})
+	if client != nil {
+		// Whether the pull secrets pods get exist; the chart grants get on exactly those names.
+		handler.Secrets = newSecretPresence(client)
+	}
 
 	server := webhook.NewServer(webhook.Options{
 		Host:    o.host,
@@ -131,6 +141,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	g.Go(func() error { return server.Start(ctx) })
 	g.Go(func() error { return store.watch(ctx) })
 	g.Go(func() error { reconfig.refresh(ctx, credentialRefresh); return nil })
+	if o.stateFile != "" {
+		// After the policy is applied: its cacheTTL and maxStale decide what is worth loading.
+		g.Go(func() error { res.PersistState(ctx, o.stateFile, stateInterval); return nil })
+	}
 	if o.metricsAddr != "0" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{}))

@@ -14,6 +14,9 @@ const (
 	DefaultCacheTTL  = 5 * time.Minute
 	DefaultCacheSize = 10000
 	DefaultMaxStale  = 24 * time.Hour
+	// A 315 MB first sight behind 50 Mbit/s takes Zot ~50 s; 5m covers a few GB.
+	DefaultBackgroundTimeout = 5 * time.Minute
+	DefaultBackgroundLookups = 4
 )
 
 // SetDefaults fills every field left out with its documented default.
@@ -42,6 +45,12 @@ func (p *Policy) SetDefaults() {
 	}
 	if r.OnError == "" {
 		r.OnError = OnErrorKeep
+	}
+	if r.BackgroundTimeout == nil {
+		r.BackgroundTimeout = &metav1.Duration{Duration: DefaultBackgroundTimeout}
+	}
+	if r.BackgroundLookups == nil {
+		r.BackgroundLookups = ptr(DefaultBackgroundLookups)
 	}
 	p.Warm.setDefaults()
 	for i := range p.Prepull {
