@@ -46,6 +46,8 @@ type Handler struct {
 	OwnNamespace string
 	// Events, if set, receives audit mode's would-be changes (never for dry runs).
 	Events Recorder
+	// Secrets, if set, is asked whether the pull secrets a pod gets exist in its namespace.
+	Secrets SecretChecker
 
 	// decisions remembers what the policy says of each image text; NewHandler sets it.
 	memo *decisionMemo
@@ -109,6 +111,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	res := plan.Apply(h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout()))
 	res.Warnings = append(warnings, res.Warnings...)
 	dryRun := req.DryRun != nil && *req.DryRun
+	res.Warnings = append(res.Warnings, h.secretWarnings(ctx, req.Namespace, plan, dryRun)...)
 	h.record(req.Namespace, plan, res, dryRun)
 	logger.V(1).Info("Decided", "mode", plan.Mode, "rule", plan.Rule, "changes", len(res.Changes), "warnings", len(res.Warnings), "denied", res.Deny != "", "dryRun", dryRun)
 

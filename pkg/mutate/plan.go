@@ -92,6 +92,7 @@ type imagePlan struct {
 	site
 	ref       imageRef
 	target    string // repository text the image ends up on: a mirror, or the author's own
+	mirror    string // host of the mirror the image ends up on, if it does
 	rewritten bool
 	request   *contract.ResolveRequest // nil when nothing needs resolving
 	// pullPolicy is what to set once pinned; empty when the field may not change (UPDATE).
@@ -231,7 +232,7 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *poli
 	if d.excluded {
 		return nil, ""
 	}
-	ip := &imagePlan{site: s, ref: d.ref, target: d.target, rewritten: d.rewritten}
+	ip := &imagePlan{site: s, ref: d.ref, target: d.target, mirror: d.mirror, rewritten: d.rewritten}
 	if d.resolve {
 		ip.request = &contract.ResolveRequest{Ref: d.resolveTag, Upstream: d.upstream}
 		if pol.UsePodPullSecrets() {
@@ -251,6 +252,7 @@ type decision struct {
 	excluded   bool
 	ref        imageRef
 	target     string
+	mirror     string // host of the mirror the image ends up on, if it does
 	rewritten  bool
 	resolve    bool
 	resolveTag name.Tag // the tag to resolve, on the mirror when there is one
@@ -272,10 +274,12 @@ func decideImage(pol *policy.Compiled, image string) decision {
 	upstreamAt := resolveAt
 	var opts []name.Option
 	if m, on := pol.OnMirror(ref.host, ref.repository); on {
+		d.mirror = m.Host
 		opts = mirrorOptions(m)
 		upstreamAt = m.UpstreamRepository(ref.repository)
 	} else if m, ok := pol.MirrorFor(ref.registry); ok {
 		d.target = m.Repository(ref.repository)
+		d.mirror = m.Host
 		d.rewritten = true
 		resolveAt = d.target
 		opts = mirrorOptions(m)
