@@ -73,6 +73,18 @@ Sorted, de-duplicated names of the mirror credential Secrets the webhook may rea
 {{- end }}
 
 {{/*
+Sorted, de-duplicated names of the pull secrets the policy injects into pods (imagePullSecrets
+and rules[].imagePullSecrets), as a JSON list: the webhook checks that they exist.
+*/}}
+{{- define "pullgate.injectedSecrets" -}}
+{{- $names := .Values.policy.imagePullSecrets | default list }}
+{{- range .Values.policy.rules | default list }}
+{{- $names = concat $names (.imagePullSecrets | default list) }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
 Namespaces never sent to the webhook, as a JSON list: kube-system, the release namespace (the
 webhook must not gate its own pods, or a failurePolicy of Fail could never recover), extra names
 from values, and the plain names of policy.exclude.namespaces. Globs are left to the webhook: a
