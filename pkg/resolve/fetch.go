@@ -27,51 +27,98 @@ const retryDelay = 50 * time.Millisecond
 // flight is the shared call behind every concurrent Resolve of one key. It runs under its own
 // deadline, detached from the first caller's cancellation but keeping its values (logger).
 func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds) (any, error) {
+	begun := time.Now()
 	timeout := cfg.timeout
+	var end []func()
 	if host := ref.Context().RegistryStr(); cfg.background > cfg.timeout && cfg.registries[host].transport != nil && r.slots.take(host, cfg.backgroundLookups) {
 		// A first sight that does not fit the admission budget (a mirror that copies the whole
 		// image before it answers) goes on after its callers leave, so that the next admission
 		// finds the answer in the cache. Bounded per mirror in time and in number.
-		defer r.slots.give(host)
 		timeout = cfg.background
-		r.pending.Store(key, time.Now().Add(timeout))
-		defer r.pending.Delete(key)
+		r.pending.Store(key, begun.Add(timeout))
+		end = append(end, func() { r.pending.Delete(key); r.slots.give(host) })
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
+	end = append(end, cancel)
+	done := func() {
+		for _, f := range end {
+			f()
+		}
+	}
 	log := logr.FromContextOrDiscard(ctx)
 
 	// A caller that missed the cache just before the previous call for this key stored its
 	// answer starts a new call; it must not ask the registry again.
 	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
+		done()
 		return flightResult{digest: digest}, nil
 	case lookupNegative:
+		done()
 		return nil, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
 	}
 
-	digest, err := r.call(ctx, cfg, ref, pod)
-	if err == nil && cfg.verify {
-		if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
-			err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
+	// The mirror is asked in a goroutine of its own, which ends the flight's deadline and
+	// background slot when it returns: with a fallback it may outlive the flight.
+	mirror := make(chan fetched, 1)
+	go func() {
+		defer done()
+		digest, err := r.call(ctx, cfg, ref, pod)
+		if err == nil && cfg.verify {
+			if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
+				err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
+			}
 		}
+		if err == nil {
+			r.cache.put(key, entry{digest: digest, stored: cfg.now()})
+		}
+		mirror <- fetched{digest, err}
+	}()
+	var wait <-chan time.Time
+	if upstream != nil {
+		// The mirror gets half the admission budget, so that fallbackToUpstream keeps the
+		// other half: a mirror that copies a big image before it answers must not starve it.
+		t := time.NewTimer(cfg.timeout / 2)
+		defer t.Stop()
+		wait = t.C
 	}
-	if err == nil {
-		r.cache.put(key, entry{digest: digest, stored: cfg.now()})
-		return flightResult{digest: digest}, nil
+	var err error
+	select {
+	case m := <-mirror:
+		if m.err == nil {
+			return flightResult{digest: m.digest}, nil
+		}
+		err = m.err
+	case <-wait:
 	}
 	if upstream != nil {
-		d, ferr := r.call(ctx, cfg, *upstream, pod)
-		if ferr == nil {
-			// Pin only what the mirror can serve, or the pod would fail to pull.
-			if verr := r.verify(ctx, cfg, ref, d, pod); verr != nil {
+		// Not under ctx: the mirror's goroutine ends that when the mirror answers.
+		uctx, ucancel := context.WithDeadline(context.WithoutCancel(ctx), begun.Add(cfg.timeout))
+		d, ferr := r.call(uctx, cfg, *upstream, pod)
+		if ferr == nil && !cfg.registries[ref.Context().RegistryStr()].preservesDigests {
+			// Pin only what the node will pull from the mirror: a mirror that does not declare
+			// that it serves the upstream's digests unchanged must serve this one.
+			if verr := r.verify(uctx, cfg, ref, d, pod); verr != nil {
 				ferr = fmt.Errorf("the mirror does not serve the upstream's %s: %w", d, verr)
 			}
 		}
+		ucancel()
 		if ferr == nil {
+			if err == nil {
+				err = errors.New("no answer within half the budget")
+			}
 			log.V(1).Info("mirror failed, resolved through the upstream", "image", ref.String(), "upstream", upstream.String(), "digest", d, "error", err.Error())
+			// The mirror's own answer, when it comes, replaces this one.
 			r.cache.put(key, entry{digest: d, stored: cfg.now()})
 			return flightResult{digest: d, fallback: true}, nil
+		}
+		if err == nil {
+			// The mirror is still at it: its answer (or the background deadline) decides.
+			m := <-mirror
+			if m.err == nil {
+				return flightResult{digest: m.digest}, nil
+			}
+			err = m.err
 		}
 		// The mirror's failure is the one that decides the error class; the fallback's is
 		// kept as text so that errors.Is does not see two answers.
@@ -81,6 +128,12 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		r.cache.put(key, entry{stored: cfg.now()})
 	}
 	return nil, err
+}
+
+// fetched is what one registry lookup found.
+type fetched struct {
+	digest string
+	err    error
 }
 
 // verify checks that ref's registry serves digest in ref's repository. go-containerregistry

@@ -282,3 +282,39 @@ func TestDistributionMirrorsHungUpstream(t *testing.T) {
 		})
 	}
 }
+
+// fallbackToUpstream gets its turn when the mirror copies a big image before it answers (the
+// Zot-like copyFirst fault above): the mirror has half the budget, the upstream the rest. The
+// upstream's digest is pinned only where it is what the node will pull: on a mirror declared
+// to preserve digests; otherwise the mirror must serve it, which this mirror does only after
+// another copy, so nothing is pinned within the budget.
+func TestFallbackWithinBudget(t *testing.T) {
+	t.Parallel()
+	for _, preserves := range []bool{true, false} {
+		t.Run(map[bool]string{true: "preservesDigests", false: "unverifiable"}[preserves], func(t *testing.T) {
+			t.Parallel()
+			upstream, mirror := newRegistry(t), newRegistry(t)
+			img := randomImage(t)
+			want := upstream.pushImage(t, "big:v1", img)
+			mirror.pushImage(t, "big:v1", img)
+			mirror.setFault(copyFirst(mirror, 3*time.Second))
+			r := newResolver(t, newClock(), resolve.Options{
+				Timeout: time.Second, BackgroundTimeout: time.Minute, FallbackToUpstream: true,
+				Registries: map[string]resolve.Registry{mirror.host: {Insecure: true, PreservesDigests: preserves}},
+			}, mirror, upstream)
+			req := contract.ResolveRequest{Ref: mirror.ref(t, "big:v1"), Upstream: upstream.ref(t, "big:v1")}
+			start := time.Now()
+			got, err := resolveWithin(t, r, req, time.Second)
+			t.Logf("answered in %s: %+v, %v", time.Since(start).Round(time.Millisecond), got, err)
+			if preserves {
+				if err != nil || got.Digest != want {
+					t.Fatalf("got %+v, %v; want the upstream's %s within the budget", got, err, want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("pinned %s without the mirror serving it", got.Digest)
+			}
+		})
+	}
+}

@@ -96,6 +96,11 @@ type Registry struct {
 	// CredentialID identifies Auth in cache keys without revealing it: for example the
 	// secret's namespace, name and resourceVersion. Change it when the credentials change.
 	CredentialID string
+	// PreservesDigests declares that this mirror serves its upstream's manifests byte for byte
+	// (distribution; Zot with preserveDigest and compat: [docker2s2]), so that a digest
+	// resolved through the upstream (FallbackToUpstream) is pinned without asking the mirror
+	// for it: on Zot, a HEAD by a digest it lacks starts a full sync and answers 404 ~35 s later.
+	PreservesDigests bool
 }
 
 // config is Options compiled; immutable once stored.
@@ -113,9 +118,9 @@ type config struct {
 }
 
 type registry struct {
-	insecure     bool
-	auth         authn.Authenticator
-	credentialID string
+	insecure, preservesDigests bool
+	auth                       authn.Authenticator
+	credentialID               string
 	// transport and guarded are the open and guarded transports for the registry's TLS
 	// settings; route picks one per request.
 	transport, guarded http.RoundTripper
@@ -177,7 +182,7 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 			authID = fmt.Sprintf("registry@%d", r.epoch.Add(1))
 		}
 		cfg.registries[host] = registry{
-			insecure: reg.Insecure, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt, guarded: grt,
+			insecure: reg.Insecure, preservesDigests: reg.PreservesDigests, auth: reg.Auth, credentialID: reg.CredentialID, transport: rt, guarded: grt,
 			sessionTag: sessionTag(reg.Insecure, reg.CABundle), authID: authID,
 		}
 		cfg.listed[hostKey(host)] = true
