@@ -51,9 +51,11 @@ type podMetaFields struct {
 	Name         string            `json:"name"`
 	GenerateName string            `json:"generateName"`
 	Annotations  map[string]string `json:"annotations"`
-	// Labels and OwnerReferences serve exclude.podSelector and exclude.owners.
-	Labels          map[string]string `json:"labels"`
-	OwnerReferences []ownerRef        `json:"ownerReferences"`
+	// Labels and OwnerReferences serve exclude.podSelector and exclude.owners. Kept as raw JSON
+	// and decoded only when the policy has such exclusions: most do not, and a map and a slice
+	// of strings per admission is a tenth of what the warm path allocates.
+	Labels          jsontext.Value `json:"labels"`
+	OwnerReferences jsontext.Value `json:"ownerReferences"`
 }
 
 // ownerRef is what pullgate reads of an owner reference: its kind, by group.

@@ -69,13 +69,8 @@ func (o *DecodedObject) DeepCopyObject() runtime.Object {
 			p.Metadata.Annotations[k] = v
 		}
 	}
-	if p.Metadata.Labels != nil {
-		p.Metadata.Labels = make(map[string]string, len(o.pod.Metadata.Labels))
-		for k, v := range o.pod.Metadata.Labels {
-			p.Metadata.Labels[k] = v
-		}
-	}
-	p.Metadata.OwnerReferences = append([]ownerRef(nil), p.Metadata.OwnerReferences...)
+	p.Metadata.Labels = p.Metadata.Labels.Clone()
+	p.Metadata.OwnerReferences = p.Metadata.OwnerReferences.Clone()
 	p.Spec.InitContainers = append([]container(nil), p.Spec.InitContainers...)
 	p.Spec.Containers = append([]container(nil), p.Spec.Containers...)
 	p.Spec.EphemeralContainers = append([]container(nil), p.Spec.EphemeralContainers...)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/go-containerregistry/pkg/name"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -122,7 +123,9 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if d.Excluded {
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
-	if skip := excludedPod(pol, pod); skip != "" {
+	if skip, err := excludedPod(pol, pod); err != nil {
+		return nil, err
+	} else if skip != "" {
 		return &Plan{Skip: skip}, nil
 	}
 	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError(), generation: pol.Generation()}
@@ -160,19 +163,35 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 // excludedPod names why exclude.owners or exclude.podSelector leave the pod alone, if they do.
 // Operators compare the image they wrote with the pod's and recreate a pod that differs, on
 // CREATE as on UPDATE, so neither is touched.
-func excludedPod(pol *policy.Compiled, pod *podView) string {
+func excludedPod(pol *policy.Compiled, pod *podView) (string, error) {
 	if !pol.ExcludesPods() {
-		return ""
+		return "", nil
 	}
-	for _, o := range pod.Metadata.OwnerReferences {
+	var owners []ownerRef
+	if err := decodeRaw(pod.Metadata.OwnerReferences, &owners); err != nil {
+		return "", fmt.Errorf("%w: metadata.ownerReferences: %w", ErrBadRequest, err)
+	}
+	for _, o := range owners {
 		if pol.ExcludedOwner(o.APIVersion, o.Kind) {
-			return SkipOwnerExcluded
+			return SkipOwnerExcluded, nil
 		}
 	}
-	if pol.ExcludedPod(pod.Metadata.Labels) {
-		return SkipPodExcluded
+	var labels map[string]string
+	if err := decodeRaw(pod.Metadata.Labels, &labels); err != nil {
+		return "", fmt.Errorf("%w: metadata.labels: %w", ErrBadRequest, err)
 	}
-	return ""
+	if pol.ExcludedPod(labels) {
+		return SkipPodExcluded, nil
+	}
+	return "", nil
+}
+
+// decodeRaw decodes a member kept as raw JSON; absent or null leaves v as it is.
+func decodeRaw(raw jsontext.Value, v any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return kjson.Unmarshal(raw, v)
 }
 
 // changeable returns the image fields this admission may change, and whether their pull policy
