@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -66,6 +67,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if kube == nil {
+		return errors.New("no cluster to audit: pass --kubeconfig (or run in a pod)")
+	}
 	pol, err := auditPolicy(ctx, kube, o)
 	if err != nil {
 		return err
@@ -76,17 +80,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	scan := report.Plan(pol, nss, pods, report.Options{OwnNamespace: o.ownNamespace})
-	var res contract.Resolver
-	if o.resolve {
-		opts, err := resolverOptions(ctx, pol, &secrets{client: kube, namespace: o.ownNamespace})
-		if err != nil {
-			fmt.Fprintf(stderr, "warning: %s\n", oneLine(err.Error()))
-		}
-		r, err := resolve.New(opts)
-		if err != nil {
-			return err
-		}
-		res = r
+	res, err := scanResolver(ctx, pol, kube, o.ownNamespace, o.resolve, stderr)
+	if err != nil {
+		return err
 	}
 	reqs := scan.Requests()
 	fmt.Fprintf(stderr, "resolving %d distinct tags\n", len(reqs))
@@ -100,6 +96,29 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return printAudit(stdout, findings)
 	}
 	return printReports(stdout, o.output, findings)
+}
+
+// scanResolver is the resolver of audit and explain: none with --resolve=false (pins are
+// reported without digests), credentials read from the cluster when there is one.
+func scanResolver(ctx context.Context, pol *policy.Compiled, kube kubernetes.Interface, namespace string, on bool, stderr io.Writer) (contract.Resolver, error) {
+	if !on {
+		return nil, nil
+	}
+	var opts resolve.Options
+	var err error
+	if kube == nil {
+		opts, err = resolverOptions(ctx, pol, nil)
+	} else {
+		opts, err = resolverOptions(ctx, pol, &secrets{client: kube, namespace: namespace})
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %s\n", oneLine(err.Error()))
+	}
+	r, err := resolve.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // auditPolicy is --policy, or the policy the chart installed.

@@ -36,8 +36,9 @@ const usage = `usage: webhook <command> [flags]
 commands:
   serve          run the HTTPS admission webhook (POST /mutate-v1-pod)
   controller     run the leader-elected controller: pre-pull DaemonSets per policy group
-  mutate         apply the policy to an AdmissionReview or Pod offline, same code path as serve
+  mutate         apply the policy to an AdmissionReview, Pod or workload manifests offline, same code path as serve
   audit          what the policy would change, or finds not changed (drift), in the running pods
+  explain        why a pod, workload or image would be changed as it would, or left alone
   policy check   validate a policy file and print every problem
   prepull render print the pre-pull DaemonSets, pinned through the registries (GitOps)
   prepull status print each pre-pull group's nodes wanted/pulled/pulling/failed and digests
@@ -113,6 +114,8 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return runMutate(ctx, args[1:], stdin, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return runExplain(ctx, args[1:], stdin, stdout, stderr)
 	case "controller":
 		return runController(ctx, args[1:], stdout, stderr)
 	case "prepull":

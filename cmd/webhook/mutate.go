@@ -41,7 +41,7 @@ func parseMutate(args []string, stdout, stderr io.Writer) (mutateOptions, error)
 	var labels string
 	fs := newFlags("mutate", " --policy FILE [-f FILE] [flags]")
 	fs.StringVar(&o.policyPath, "policy", "", "policy file (required)")
-	fs.StringVar(&o.file, "f", "-", "AdmissionReview or Pod, JSON or YAML; - reads stdin")
+	fs.StringVar(&o.file, "f", "-", "AdmissionReview, Pod or workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob; several documents allowed), JSON or YAML; - reads stdin")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace for a bare Pod without metadata.namespace (default \"default\")")
 	fs.StringVar(&labels, "namespace-labels", "", "labels of the pod's namespace, k=v,k=v (e.g. pullgate.dev/mode=audit)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity on stderr; 1 logs the decision")
@@ -77,7 +77,9 @@ func parseLabels(s string) (mutate.StaticLabels, error) {
 }
 
 // runMutate runs one admission the way serve does (same size limit, decoder, handler and
-// answer) and prints the answer (for an AdmissionReview) or the mutated Pod (for a Pod).
+// answer) and prints the answer (for an AdmissionReview) or the mutated Pod (for a Pod); for
+// workloads, or several documents, it admits each pod template as its controller's pod and
+// prints the manifests as they would run.
 func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	o, err := parseMutate(args, stdout, stderr)
 	if err != nil {
@@ -97,15 +99,30 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	req, typ, bare, err := decodeInput(raw, o.namespace)
-	if err != nil {
+	ms, err := splitDocuments(raw)
+	// A later document that cannot be read is said so; a first one gets decodeInput's message.
+	if de := (docError{}); errors.As(err, &de) && de.n > 1 {
 		return err
+	}
+	workloads := err == nil && (len(ms) > 1 || (len(ms) == 1 && ms[0].path != nil))
+	var (
+		req  admission.Request
+		typ  metav1.TypeMeta
+		bare bool
+	)
+	if !workloads {
+		if req, typ, bare, err = decodeInput(raw, o.namespace); err != nil {
+			return err
+		}
 	}
 	res, err := offlineResolver(ctx, pol, stderr)
 	if err != nil {
 		return err
 	}
 	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, Resolver: res, Namespaces: o.labels})
+	if workloads {
+		return mutateManifests(ctx, h, ms, o.namespace, stdout, stderr)
+	}
 	resp := admissionhttp.Run(ctx, h, req)
 	if !bare {
 		answer, err := kjson.AppendReview(nil, admissionhttp.Answer(typ, resp))
@@ -125,15 +142,9 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if !resp.Allowed {
 		return fmt.Errorf("denied: %s", resp.Result.Message)
 	}
-	pod := req.Object.Raw
-	if len(resp.Patch) > 0 {
-		patch, err := jsonpatch.DecodePatch(resp.Patch)
-		if err != nil {
-			return fmt.Errorf("decoding our own patch: %w", err)
-		}
-		if pod, err = patch.Apply(pod); err != nil {
-			return fmt.Errorf("applying our own patch: %w", err)
-		}
+	pod, err := applyPatch(req.Object.Raw, resp.Patch)
+	if err != nil {
+		return err
 	}
 	out, err := yaml.JSONToYAML(pod)
 	if err != nil {
@@ -141,6 +152,69 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// mutateManifests admits each pod and pod template of ms as a CREATE and prints ms as they would
+// run; other documents are printed unchanged.
+func mutateManifests(ctx context.Context, h admission.Handler, ms []*document, namespace string, stdout, stderr io.Writer) error {
+	n := 0
+	for _, m := range ms {
+		if !m.isPod() {
+			fmt.Fprintf(stderr, "%s: not a pod or workload, printed unchanged\n", m)
+			continue
+		}
+		n++
+		ns := cmp.Or(m.Namespace, namespace, metav1.NamespaceDefault)
+		pod, err := m.podJSON(ns)
+		if err != nil {
+			return err
+		}
+		resp := admissionhttp.Run(ctx, h, podRequest(ns, m.Name, pod))
+		for _, w := range resp.Warnings {
+			fmt.Fprintf(stderr, "warning: %s: %s\n", m, w)
+		}
+		if !resp.Allowed {
+			return fmt.Errorf("%s denied: %s", m, resp.Result.Message)
+		}
+		if pod, err = applyPatch(pod, resp.Patch); err != nil {
+			return err
+		}
+		if err := m.setPod(pod); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("no document is %s", inputKinds)
+	}
+	return writeDocuments(stdout, ms)
+}
+
+// applyPatch applies pullgate's own answer to the pod it was given.
+func applyPatch(pod []byte, ops []byte) ([]byte, error) {
+	if len(ops) == 0 {
+		return pod, nil
+	}
+	patch, err := jsonpatch.DecodePatch(ops)
+	if err != nil {
+		return nil, fmt.Errorf("decoding our own patch: %w", err)
+	}
+	if pod, err = patch.Apply(pod); err != nil {
+		return nil, fmt.Errorf("applying our own patch: %w", err)
+	}
+	return pod, nil
+}
+
+// podRequest is the admission of pod (JSON) as a CREATE in namespace.
+func podRequest(namespace, name string, pod []byte) admission.Request {
+	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		UID:       types.UID("pullgate-mutate"),
+		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
+		Namespace: namespace,
+		Name:      name,
+		Operation: admissionv1.Create,
+		Object:    runtime.RawExtension{Raw: pod},
+	}}
 }
 
 // offlineResolver is the resolver of the commands run without a cluster (mutate, prepull
@@ -170,7 +244,7 @@ func readInput(file string, stdin io.Reader) ([]byte, error) {
 	case errors.Is(err, admissionhttp.ErrTooLarge):
 		return nil, fmt.Errorf("%s is %d MiB or more, the webhook's request limit", name, admissionhttp.MaxBodySize>>20)
 	case errors.Is(err, admissionhttp.ErrEmpty) || (err == nil && len(bytes.TrimSpace(data)) == 0):
-		return nil, fmt.Errorf("%s is empty: expected an AdmissionReview or a Pod", name)
+		return nil, fmt.Errorf("%s is empty: expected %s", name, inputKinds)
 	case err != nil:
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
@@ -208,17 +282,9 @@ func decodeInput(raw []byte, namespace string) (admission.Request, metav1.TypeMe
 		return req, typ, false, nil
 	case "Pod":
 		ns := cmp.Or(head.Metadata.Namespace, namespace, metav1.NamespaceDefault)
-		return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-			UID:       types.UID("pullgate-mutate"),
-			Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},
-			Resource:  metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
-			Namespace: ns,
-			Name:      head.Metadata.Name,
-			Operation: admissionv1.Create,
-			Object:    runtime.RawExtension{Raw: data},
-		}}, none, true, nil
+		return podRequest(ns, head.Metadata.Name, data), none, true, nil
 	case "":
-		return admission.Request{}, none, false, errors.New("input has no kind: expected an AdmissionReview or a Pod")
+		return admission.Request{}, none, false, errors.New("input has no kind: expected " + inputKinds)
 	}
-	return admission.Request{}, none, false, fmt.Errorf("input is a %s, expected an AdmissionReview or a Pod", head.Kind)
+	return admission.Request{}, none, false, fmt.Errorf("input is a %s, expected %s", head.Kind, inputKinds)
 }

@@ -183,9 +183,9 @@ func Plan(pol *policy.Compiled, namespaces []Namespace, pods []*corev1.Pod, opts
 	return s
 }
 
-// optedIn reports whether admission sees the namespace's pods: the chart's webhook selects
+// OptedIn reports whether admission sees the namespace's pods: the chart's webhook selects
 // namespaces labelled pullgate.dev/mode=enforce|audit.
-func optedIn(labels map[string]string) bool {
+func OptedIn(labels map[string]string) bool {
 	switch strings.ToLower(labels[policy.ModeLabel]) {
 	case "enforce", "audit":
 		return true
@@ -196,7 +196,7 @@ func optedIn(labels map[string]string) bool {
 func (s *Scan) planPod(ns *nsScan, pod *corev1.Pod, opts Options) podScan {
 	ps := podScan{workload: TopOwner(pod), original: pod.Annotations[mutate.OriginalAnnotation]}
 	labels := ns.Labels
-	if !optedIn(labels) {
+	if !OptedIn(labels) {
 		labels = withMode(labels)
 	}
 	raw, err := podJSON(pod)
@@ -219,7 +219,7 @@ func (s *Scan) planPod(ns *nsScan, pod *corev1.Pod, opts Options) podScan {
 		switch {
 		case plan.Skip == mutate.SkipNamespaceExcluded || plan.Skip == mutate.SkipOwnNamespace:
 			ns.mode = ModeExcluded
-		case !optedIn(ns.Labels):
+		case !OptedIn(ns.Labels):
 			ns.mode, ns.rule = ModeNotOptedIn, plan.Rule
 		case plan.Skip == "":
 			ns.mode, ns.rule = string(plan.Mode), plan.Rule
@@ -271,7 +271,7 @@ type workloadAcc struct {
 
 func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome) NamespaceFindings {
 	nf := NamespaceFindings{Name: ns.Name, Mode: cmp.Or(ns.mode, ModeExcluded), Rule: ns.rule, Pods: len(ns.pods), Skipped: map[string]int{}}
-	if ns.mode == "" && !optedIn(ns.Labels) {
+	if ns.mode == "" && !OptedIn(ns.Labels) {
 		nf.Mode = ModeNotOptedIn // every pod was skipped for its own reasons
 	}
 	enforce := nf.Mode == string(policy.ModeEnforce)

@@ -85,6 +85,21 @@ func TestReports(t *testing.T) {
 	}
 	checkResults(t, "audit", audited, ns)
 
+	// webhook explain on a pod of the cluster, with its namespace's labels from the cluster.
+	for kind, want := range map[string][]string{
+		"outage":     {"Pod/web-5d9f-0 in namespace " + ns["outage"], "mode Enforce", "rewrite: -> " + env.Mirror + "/e2e/report:v1 (mirror " + env.Mirror + " for " + env.Upstream + ")", "pin: -> " + env.Mirror + "/e2e/report:v1@sha256:", "pull-policy: Always -> IfNotPresent", "pull-secret: spec.imagePullSecrets gets mirror-pull"},
+		"unlabelled": {"not opted in: the namespace has no pullgate.dev/mode=enforce|audit label"},
+		"enforce":    {"unchanged: already as the policy wants"},
+	} {
+		out, err := exec.CommandContext(t.Context(), env.Opts.Webhook, "explain", "--kubeconfig", env.Kubeconfig, "--policy", w.PolicyPath, "-n", ns[kind], "pod/web-5d9f-0").CombinedOutput()
+		for _, s := range want {
+			if err != nil || !strings.Contains(string(out), s) {
+				t.Errorf("webhook explain pod/web-5d9f-0 -n %s (%s): %v, output lacks %q:\n%s", ns[kind], kind, err, s, out)
+			}
+		}
+		t.Logf("webhook explain pod/web-5d9f-0 -n %s (%s):\n%s", ns[kind], kind, out)
+	}
+
 	dyn := dynamic.NewForConfigOrDie(env.Config)
 	ctrl := env.StartController(t, w.PolicyPath, s.OwnNamespace, "--reports", "--report-interval", reportInterval.String())
 
