@@ -110,6 +110,12 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 	}
 	for _, m := range pol.Mirrors() {
 		add("mirror", m.Host, m.Source.Connection)
+		if key, err := name.NewRegistry(m.Host); err == nil && m.Source.PreservesDigests {
+			if reg, ok := opts.Registries[key.RegistryStr()]; ok {
+				reg.PreservesDigests = true
+				opts.Registries[key.RegistryStr()] = reg
+			}
+		}
 	}
 	for _, r := range p.Registries {
 		add("registry", r.Host, r.Connection)

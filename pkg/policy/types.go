@@ -71,6 +71,11 @@ type Mirror struct {
 	// Mirror is host[:port][/path-prefix]; the image's repository path is appended to it.
 	Mirror     string `json:"mirror"`
 	Connection `json:",inline"`
+	// PreservesDigests declares that the mirror serves the upstream's manifests byte for byte
+	// (Distribution; Zot with preserveDigest: true and compat: [docker2s2]): with
+	// resolve.fallbackToUpstream, the upstream's digest is then pinned without asking the
+	// mirror for it. Mirrors on one host share it.
+	PreservesDigests bool `json:"preservesDigests,omitempty"`
 	// Warm overrides the top-level warm settings for this mirror (see warm.go).
 	Warm *Warm `json:"warm,omitempty"`
 }
