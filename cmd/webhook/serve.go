@@ -127,7 +127,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if client != nil {
 		// Whether the pull secrets pods get exist; the chart grants get on exactly those names.
 		handler.Secrets = newSecretPresence(client)
+		// The nodes' platforms (platforms.fromNodes); the informer starts when a policy asks.
+		handler.NodePlatforms = newNodePlatforms(ctx, client)
 	}
+	handler.Platforms = resolve.NewPlatforms(res)
 
 	server := webhook.NewServer(webhook.Options{
 		Host:    o.host,

@@ -48,6 +48,10 @@ type Handler struct {
 	Events Recorder
 	// Secrets, if set, is asked whether the pull secrets a pod gets exist in its namespace.
 	Secrets SecretChecker
+	// Platforms, if set, lists the platforms of digests about to be pinned (policy platforms).
+	Platforms contract.PlatformLister
+	// NodePlatforms, if set, gives the nodes' platforms (platforms.fromNodes).
+	NodePlatforms NodePlatforms
 
 	// decisions remembers what the policy says of each image text; NewHandler sets it.
 	memo *decisionMemo
@@ -108,7 +112,9 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		logger.V(1).Info("Skipped", "reason", plan.Skip)
 		return h.skip(plan.Skip, plan.Skip)
 	}
-	res := plan.Apply(h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout()))
+	outcomes := h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout())
+	warnings = append(warnings, h.checkPlatforms(ctx, pol, plan, outcomes, req.DryRun != nil && *req.DryRun)...)
+	res := plan.Apply(outcomes)
 	res.Warnings = append(warnings, res.Warnings...)
 	dryRun := req.DryRun != nil && *req.DryRun
 	res.Warnings = append(res.Warnings, h.secretWarnings(ctx, req.Namespace, plan, dryRun)...)

@@ -27,7 +27,7 @@ var (
 // registry, so one scrape shows them beside its webhook metrics. Registering them on the same
 // registry again does nothing.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal} {
+	for _, c := range []prometheus.Collector{mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal, platformMismatchTotal} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) || already.ExistingCollector != c {

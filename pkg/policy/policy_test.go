@@ -72,6 +72,11 @@ var wantProblems = map[string][]string{
 		`line 12: exclude.owners[4]: Duplicate value`,
 		`line 13: exclude.podSelector: Invalid value: "{}": an empty selector selects every pod`,
 	},
+	"invalid-platforms.yaml": {
+		`line 4: platforms.required[0]: Invalid value: "linux/arm64/v8": must be os/arch`,
+		`line 4: platforms.required[2]: Duplicate value`,
+		`line 5: platforms.onMismatch: Unsupported value: "Sometimes"`,
+	},
 	"invalid-prepull.yaml": {
 		`prepull[0].images[0]: Invalid value: "Not A Ref": not an image reference`,
 		`prepull[0].images[2]: Duplicate value: "docker.io/library/busybox:latest (same image as images[1])"`,

@@ -61,6 +61,9 @@ type Policy struct {
 	Prepull []Prepull `json:"prepull,omitempty"`
 	// Warm has every mirror's default warm settings (see warm.go).
 	Warm Warm `json:"warm,omitempty"`
+	// Platforms are the platforms every pinned image must run on (see platforms.go).
+	// omitzero keeps a policy without it at the generation it had before the field existed.
+	Platforms Platforms `json:"platforms,omitzero"`
 }
 
 // Mirror is one upstream registry and the mirror that serves it.

@@ -37,6 +37,7 @@ func (p *Policy) Validate() field.ErrorList {
 	errs = append(errs, validateRules(field.NewPath("rules"), p.Rules)...)
 	errs = append(errs, validatePrepull(field.NewPath("prepull"), p.Prepull)...)
 	errs = append(errs, validateWarm(field.NewPath("warm"), &p.Warm)...)
+	errs = append(errs, validatePlatforms(field.NewPath("platforms"), &p.Platforms)...)
 	return errs
 }
 
