@@ -8,23 +8,30 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
-// TestPullSecretsRBAC: the webhook may get Secrets of exactly the names the policy injects
-// (top level and rules), in every namespace, and nothing when it injects none.
-func TestPullSecretsRBAC(t *testing.T) {
+// TestWebhookOptionRBAC: each policy option that needs more of the API server adds a ClusterRole
+// of its own, bound to the webhook, with exactly that, and nothing when the option is off:
+// get on Secrets of exactly the names the policy injects (top level and rules), and list/watch
+// on nodes for platforms.fromNodes.
+func TestWebhookOptionRBAC(t *testing.T) {
 	t.Parallel()
-	for file, want := range map[string][]string{
-		"testdata/valid-prepull.yaml":      {"[] [secrets] [get] [harbor-pull]"},
-		"testdata/valid-pull-secrets.yaml": {"[] [secrets] [get] [gpu-pull harbor-pull team-pull]"},
-		"testdata/valid-reports.yaml":      nil,
+	for _, tc := range []struct {
+		file, role string
+		want       []string
+	}{
+		{"testdata/valid-prepull.yaml", "-pull-secrets", []string{"[] [secrets] [get] [harbor-pull]"}},
+		{"testdata/valid-pull-secrets.yaml", "-pull-secrets", []string{"[] [secrets] [get] [gpu-pull harbor-pull team-pull]"}},
+		{"testdata/valid-reports.yaml", "-pull-secrets", nil},
+		{"testdata/valid-pull-secrets.yaml", "-nodes", []string{"[] [nodes] [list watch] []"}},
+		{"testdata/valid-prepull.yaml", "-nodes", nil},
 	} {
-		t.Run(file, func(t *testing.T) {
+		t.Run(tc.file+tc.role, func(t *testing.T) {
 			t.Parallel()
-			r := render(t, file)
-			name := release + "-pull-secrets"
+			r := render(t, tc.file)
+			name := release + tc.role
 			var rules []string
 			for _, cr := range all[*rbacv1.ClusterRole](r) {
-				if cr.Name == name {
-					for _, rule := range cr.Rules {
+				for _, rule := range cr.Rules {
+					if cr.Name == name {
 						rules = append(rules, fmt.Sprint(rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames))
 					}
 				}
@@ -33,8 +40,8 @@ func TestPullSecretsRBAC(t *testing.T) {
 			for _, b := range all[*rbacv1.ClusterRoleBinding](r) {
 				bound = bound || (b.Name == name && b.RoleRef.Name == name && len(b.Subjects) == 1 && b.Subjects[0].Name == release)
 			}
-			if !slices.Equal(rules, want) || bound != (want != nil) {
-				t.Errorf("ClusterRole %s: rules %q bound %v, want %q", name, rules, bound, want)
+			if !slices.Equal(rules, tc.want) || bound != (tc.want != nil) {
+				t.Errorf("ClusterRole %s: rules %q bound %v, want %q", name, rules, bound, tc.want)
 			}
 		})
 	}
