@@ -49,6 +49,7 @@ func (h *Handler) secretWarnings(ctx context.Context, namespace string, plan *Pl
 		return nil
 	}
 	var warnings []string
+	var hosts []string
 	for _, name := range plan.secrets {
 		exists, known := h.Secrets.Exists(ctx, namespace, name)
 		if exists || !known {
@@ -58,7 +59,9 @@ func (h *Handler) secretWarnings(ctx context.Context, namespace string, plan *Pl
 			missingSecretsTotal.Inc()
 		}
 		log.FromContext(ctx).V(1).Info("Pull secret missing", "secret", name, "namespace", namespace)
-		hosts := plan.MirrorHosts()
+		if hosts == nil {
+			hosts = plan.MirrorHosts()
+		}
 		if len(hosts) == 0 {
 			warnings = append(warnings, fmt.Sprintf("pull secret %s does not exist in namespace %s: the kubelet cannot use it", name, namespace))
 			continue
