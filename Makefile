@@ -42,6 +42,10 @@ e2e: build ## End-to-end suite on a real kube-apiserver + etcd and real registri
 node-bench: build ## Pod start on a real node (needs root): remote vs pullgate + mirror cold/warm vs pre-pulled (ARGS=-smoke, -size 1GiB, -bandwidth 100, -rtt 30ms).
 	./hack/node-bench.sh $(ARGS)
 
+.PHONY: audit-bench
+audit-bench: build ## Reports at scale on the API-server bed: 10,000 pods, 300 images; audit and controller scans timed, RSS, report sizes, registry lookups (ARGS=-pods 1000 -images 50).
+	cd test && $(GO) run ./auditbench $(ARGS)
+
 .PHONY: bench
 bench: ## Go benchmarks with allocation figures.
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./internal/... ./cmd/...

@@ -110,7 +110,11 @@ func namespaceResults(ns NamespaceFindings, ts metav1.Timestamp) ([]openreports.
 					props[k] = clip(v)
 				}
 			}
-			set("image", fd.From)
+			if fd.Rule == RulePullPolicy || fd.Reason == RulePullPolicy {
+				set("was", fd.From) // a pull policy, not an image
+			} else {
+				set("image", fd.From)
+			}
 			set("becomes", fd.To)
 			set("cause", fd.Cause)
 			set("rule", ns.Rule)

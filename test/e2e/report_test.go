@@ -345,7 +345,7 @@ func auditResults(t *testing.T, raw []byte, ns string) []string {
 			for _, s := range r.Resources {
 				line += fmt.Sprintf(" %s/%s", s.Kind, s.Name)
 			}
-			for _, k := range []string{"field", "image", "becomes", "change", "cause", "pods", "mode"} {
+			for _, k := range []string{"field", "image", "was", "becomes", "change", "cause", "pods", "mode"} {
 				if p[k] != "" {
 					line += " " + k + "=" + p[k]
 				}
