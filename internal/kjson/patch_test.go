@@ -45,9 +45,14 @@ func TestEncodePatch(t *testing.T) {
 			jsonpatch.NewOperation("add", "/spec/imagePullSecrets", []corev1.LocalObjectReference{ref("")}),
 			jsonpatch.NewOperation("add", "/spec/imagePullSecrets/-", ref("")),
 		},
-		"nil values":              {{Operation: "add", Path: "/a"}, {Operation: "replace", Path: "/b"}, {Operation: "remove", Path: "/c"}},
-		"a typed nil list":        {jsonpatch.NewOperation("add", "/a", []corev1.LocalObjectReference(nil))},
-		"maps":                    {jsonpatch.NewOperation("add", "/a", map[string]string{"name": "x"}), jsonpatch.NewOperation("add", "/b", []map[string]string{{"name": "y"}})},
+		"nil values":       {{Operation: "add", Path: "/a"}, {Operation: "replace", Path: "/b"}, {Operation: "remove", Path: "/c"}},
+		"a typed nil list": {jsonpatch.NewOperation("add", "/a", []corev1.LocalObjectReference(nil))},
+		"maps": {
+			jsonpatch.NewOperation("add", "/a", map[string]string{"name": "x"}), jsonpatch.NewOperation("add", "/b", []map[string]string{{"name": "y"}}),
+			jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{"pullgate.dev/original": `{"generation":"g","images":{"spec.containers[0].image":"nginx"}}`}),
+			jsonpatch.NewOperation("add", "/c", map[string]string{"z": "1", "a": "<\u2028\xff", "m": "", "": "e"}),
+			jsonpatch.NewOperation("add", "/d", map[string]string{}), jsonpatch.NewOperation("add", "/e", map[string]string(nil)),
+		},
 		"other values":            {jsonpatch.NewOperation("add", "/a", 3), jsonpatch.NewOperation("add", "/b", map[string]any{"k": []int{1}})},
 		"an unmarshallable value": {jsonpatch.NewOperation("add", "/a", func() {})},
 	}
@@ -67,6 +72,7 @@ func FuzzEncodePatch(f *testing.F) {
 			jsonpatch.NewOperation(op, path, value),
 			jsonpatch.NewOperation(op, path, corev1.LocalObjectReference{Name: secret}),
 			jsonpatch.NewOperation(op, path, []corev1.LocalObjectReference{{Name: secret}, {Name: value}}),
+			jsonpatch.NewOperation(op, path, map[string]string{value: secret, secret: value, path: op}),
 		})
 	})
 }

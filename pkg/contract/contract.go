@@ -44,3 +44,10 @@ type Outcome struct {
 	Resolution
 	Err error
 }
+
+// StaleResolver answers, without asking a registry, with the last digest for a reference that
+// stale-if-error still allows. The handler asks it for what is unanswered when the admission
+// budget ends, so serving a known digest from a hung registry never depends on scheduling.
+type StaleResolver interface {
+	Stale(ResolveRequest) (Resolution, bool)
+}

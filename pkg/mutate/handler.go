@@ -226,10 +226,21 @@ func (h *Handler) resolveAll(ctx context.Context, reqs []contract.ResolveRequest
 		case a := <-answers:
 			out[a.key] = a.o
 		case <-wait.Done():
+			// A registry that hangs must not un-pin a digest the cache may still serve, even
+			// when the resolver's own stale answer is late (a loaded machine).
+			stale, _ := h.Resolver.(contract.StaleResolver)
 			for _, r := range reqs {
-				if _, ok := out[r.Ref.String()]; !ok {
-					out[r.Ref.String()] = contract.Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
+				key := r.Ref.String()
+				if _, ok := out[key]; ok {
+					continue
 				}
+				if stale != nil {
+					if res, ok := stale.Stale(r); ok {
+						out[key] = contract.Outcome{Resolution: res}
+						continue
+					}
+				}
+				out[key] = contract.Outcome{Err: fmt.Errorf("no answer within the %s resolve budget", budget)}
 			}
 			return out
 		}

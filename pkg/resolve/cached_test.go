@@ -56,6 +56,35 @@ func TestCached(t *testing.T) {
 	}
 }
 
+// Stale answers, without a registry, with an expired digest while MaxStale allows it: what the
+// handler serves when the admission budget ends before the registry answered.
+func TestStale(t *testing.T) {
+	t.Parallel()
+	reg := newRegistry(t)
+	want := reg.push(t, "app:v1")
+	c := newClock()
+	r := newResolver(t, c, resolve.Options{CacheTTL: time.Minute, MaxStale: time.Hour}, reg)
+	ref := reg.ref(t, "app:v1")
+	if res, ok := r.Stale(request(ref)); ok {
+		t.Fatalf("empty cache answered %+v", res)
+	}
+	if _, err := r.Resolve(context.Background(), request(ref)); err != nil {
+		t.Fatal(err)
+	}
+	before := reg.count(http.MethodHead, "app", "v1")
+	c.Advance(2 * time.Minute) // expired, within MaxStale
+	if res, ok := r.Stale(request(ref)); !ok || res.Digest != want || !res.Stale {
+		t.Errorf("expired digest within MaxStale: %+v, %v; want %s, stale", res, ok, want)
+	}
+	c.Advance(2 * time.Hour) // past MaxStale
+	if res, ok := r.Stale(request(ref)); ok {
+		t.Errorf("digest past MaxStale answered: %+v", res)
+	}
+	if n := reg.count(http.MethodHead, "app", "v1"); n != before {
+		t.Errorf("Stale sent %d manifest requests", n-before)
+	}
+}
+
 // With the pod's pull secrets in play the answer depends on reading them, which may block:
 // Cached leaves those requests to Resolve.
 func TestCachedLeavesPodSecretsToResolve(t *testing.T) {

@@ -20,7 +20,10 @@ import (
 
 // The pod handler answers warm admissions through Cached; losing it would go unnoticed but for
 // the load test.
-var _ contract.CachedResolver = (*Resolver)(nil)
+var (
+	_ contract.CachedResolver = (*Resolver)(nil)
+	_ contract.StaleResolver  = (*Resolver)(nil)
+)
 
 // Resolver resolves tags to digests. It is safe for concurrent use; Configure swaps its
 // configuration while it serves.
@@ -137,6 +140,20 @@ func (r *Resolver) Cached(req contract.ResolveRequest) (contract.Outcome, bool) 
 	}
 	r.metrics.duration.WithLabelValues(r.label(req.Ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
 	return contract.Outcome{Resolution: res, Err: err}, true
+}
+
+// Stale returns the last digest for req that MaxStale still allows, without asking the registry.
+func (r *Resolver) Stale(req contract.ResolveRequest) (contract.Resolution, bool) {
+	cfg := r.cfg.Load()
+	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
+		return contract.Resolution{}, false
+	}
+	digest, ok := r.cache.stale(cacheKey(cfg, req, ""), cfg.now(), cfg)
+	if !ok {
+		return contract.Resolution{}, false
+	}
+	r.metrics.cache.WithLabelValues("stale").Inc()
+	return contract.Resolution{Digest: digest, Stale: true}, true
 }
 
 // cacheKey names an answer: the normalized reference (Name() is index.docker.io/library/...,
