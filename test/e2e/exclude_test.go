@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/pullgate/pullgate/test/e2e"
 )
@@ -17,25 +16,10 @@ import (
 // untouched through the real API server, while a pod beside it is rewritten and pinned.
 func TestExcludedOwnerAndLabels(t *testing.T) {
 	s := e2e.NewScope(t)
-	// The harness's Policy type has no field for these exclusions: add them to its YAML.
-	var doc map[string]any
-	raw, err := yaml.Marshal(env.DefaultPolicy())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	exclude := doc["exclude"].(map[string]any)
-	exclude["owners"] = []string{"postgresql.cnpg.io/Cluster"}
-	exclude["podSelector"] = map[string]any{"matchLabels": map[string]string{"example.com/gitops-managed": "true"}}
-	policyYAML, err := yaml.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := env.StartWebhook(t, e2e.WebhookOptions{PolicyYAML: policyYAML, Args: []string{"--namespace", s.OwnNamespace}})
-	env.Register(t, e2e.WebhookConfig("pullgate-"+s.ID, s, w.URL, w.CABundle, ""))
-	ns := env.Namespace(t, s, "enforce")
+	ns := pullgateWith(t, s, map[string]any{"exclude": map[string]any{
+		"owners":      []string{"postgresql.cnpg.io/Cluster"},
+		"podSelector": map[string]any{"matchLabels": map[string]string{"example.com/gitops-managed": "true"}},
+	}})
 
 	const repo = "e2e/owned:v1"
 	env.PushImage(t, repo)

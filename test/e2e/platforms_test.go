@@ -17,7 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/pullgate/pullgate/test/e2e"
 )
@@ -73,22 +72,7 @@ func TestPlatformsFromNodes(t *testing.T) {
 	for _, onMismatch := range []string{"Warn", "Refuse"} {
 		t.Run(onMismatch, func(t *testing.T) {
 			s := e2e.NewScope(t)
-			var doc map[string]any
-			raw, err := yaml.Marshal(env.DefaultPolicy())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := yaml.Unmarshal(raw, &doc); err != nil {
-				t.Fatal(err)
-			}
-			doc["platforms"] = map[string]any{"fromNodes": true, "onMismatch": onMismatch}
-			policyYAML, err := yaml.Marshal(doc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := env.StartWebhook(t, e2e.WebhookOptions{PolicyYAML: policyYAML, Args: []string{"--namespace", s.OwnNamespace}})
-			env.Register(t, e2e.WebhookConfig("pullgate-"+s.ID, s, w.URL, w.CABundle, ""))
-			ns := env.Namespace(t, s, "enforce")
+			ns := pullgateWith(t, s, map[string]any{"platforms": map[string]any{"fromNodes": true, "onMismatch": onMismatch}})
 
 			wantWarning := "not linux/arm64: a node of those platforms would fail to run it (exec format error)"
 			// The webhook starts watching Nodes on the first admission that asks: wait for it.
