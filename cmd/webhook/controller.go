@@ -41,6 +41,7 @@ type controllerOptions struct {
 	verbosity       int
 	reports         bool
 	reportInterval  time.Duration
+	syncCredentials bool
 }
 
 func parseController(args []string, stdout, stderr io.Writer) (controllerOptions, error) {
@@ -58,6 +59,7 @@ func parseController(args []string, stdout, stderr io.Writer) (controllerOptions
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity")
 	fs.BoolVar(&o.reports, "reports", false, "write openreports.io (else wgpolicyk8s.io) reports of the running pods: changes owed and drift (needs cluster-wide pod and namespace reads)")
 	fs.DurationVar(&o.reportInterval, "report-interval", 5*time.Minute, "how often reports are rescanned; changes to pods and namespaces are scanned within seconds")
+	fs.BoolVar(&o.syncCredentials, "sync-credentials", false, "copy the policy's syncCredentials into opted-in namespaces (needs list/watch on namespaces and get, create, update, delete on those Secrets; the chart sets it when the policy lists some)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return o, err
 	}
@@ -164,6 +166,11 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if o.reports {
 		if err := addReports(mgr, cfg, kube, store, res, o.namespace, o.reportInterval, logger); err != nil {
+			return err
+		}
+	}
+	if o.syncCredentials {
+		if err := addCredentialSync(mgr, kube, store, o.namespace, logger); err != nil {
 			return err
 		}
 	}

@@ -77,6 +77,11 @@ var wantProblems = map[string][]string{
 		`line 4: platforms.required[2]: Duplicate value`,
 		`line 5: platforms.onMismatch: Unsupported value: "Sometimes"`,
 	},
+	"invalid-sync-credentials.yaml": {
+		`line 9: syncCredentials[0].from: Invalid value: "some-other-secret": is the credentialsSecret of no mirror or registry`,
+		`line 11: syncCredentials[1].to: Invalid value: "harbor-robot": is injected into no pod`,
+		`line 13: syncCredentials[2].to: Duplicate value: "harbor-pull (same copy as syncCredentials[0])"`,
+	},
 	"invalid-prepull.yaml": {
 		`prepull[0].images[0]: Invalid value: "Not A Ref": not an image reference`,
 		`prepull[0].images[2]: Duplicate value: "docker.io/library/busybox:latest (same image as images[1])"`,

@@ -64,6 +64,9 @@ type Policy struct {
 	// Platforms are the platforms every pinned image must run on (see platforms.go).
 	// omitzero keeps a policy without it at the generation it had before the field existed.
 	Platforms Platforms `json:"platforms,omitzero"`
+	// SyncCredentials are mirror credential Secrets the controller copies into every opted-in
+	// namespace (see credentials.go).
+	SyncCredentials []SyncCredential `json:"syncCredentials,omitempty"`
 }
 
 // Mirror is one upstream registry and the mirror that serves it.

@@ -38,6 +38,7 @@ func (p *Policy) Validate() field.ErrorList {
 	errs = append(errs, validatePrepull(field.NewPath("prepull"), p.Prepull)...)
 	errs = append(errs, validateWarm(field.NewPath("warm"), &p.Warm)...)
 	errs = append(errs, validatePlatforms(field.NewPath("platforms"), &p.Platforms)...)
+	errs = append(errs, validateSyncCredentials(field.NewPath("syncCredentials"), p)...)
 	return errs
 }
 
