@@ -61,12 +61,6 @@ func (b *bed) nodeReady(ctx context.Context, name, ns, repo string, seed uint64,
 		return r, err
 	}
 	fmt.Fprintf(os.Stderr, "nodebench: %s\n", name)
-	up0 := regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown()
-	fetched0 := regs.MirrorRequests.Snapshot().Blobs
-	mirror0, err := b.mirrorBytes()
-	if err != nil {
-		return r, err
-	}
 	value := strings.NewReplacer("/", "-", ":", "-").Replace(repo)
 	pod := e2e.BusyboxPod("", "sleep 3600", regs.RemoteRef(repo))
 	pod.GenerateName = "bench-"
@@ -88,6 +82,14 @@ func (b *bed) nodeReady(ctx context.Context, name, ns, repo string, seed uint64,
 			return r, err
 		}
 		fmt.Fprintf(os.Stderr, "nodebench: (f) warmed %s after %s: %v\n", repo, time.Since(began).Round(time.Millisecond), env.EventMessages(ctx, ns, created.Name, "MirrorWarmed"))
+	}
+	// What the upstream and the mirror send from here on is the node's pull: a warm, if any,
+	// happened before the node was ready.
+	up0 := regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown()
+	fetched0 := regs.MirrorRequests.Snapshot().Blobs
+	mirror0, err := b.mirrorBytes()
+	if err != nil {
+		return r, err
 	}
 	if err := labelNode(ctx, env, value); err != nil {
 		return r, err

@@ -23,7 +23,9 @@ func TestImageVolume(t *testing.T) {
 	ctx := t.Context()
 	regs := env.Node.Registries
 	digest := pushBusybox(t, "e2e/volume-data:v1", "volume")
-	pushBusybox(t, "e2e/volume-app:v1", "app")
+	// Content of its own: an image another test pushes under another name would already be in
+	// containerd's content store, and that test would see no manifest fetch.
+	pushBusybox(t, "e2e/volume-app:v1", "the image volume test's app")
 	ns := namespace(t, "volume", "enforce", nil, true)
 	pod := e2e.BusyboxPod("vol", "cat /data/hello; sleep 3600", regs.RemoteRef("e2e/volume-app:v1"))
 	pod.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
