@@ -65,7 +65,7 @@ func TestSleeper(t *testing.T) {
 				t.Errorf("after %s: %v, want exit 0", sig, err)
 			}
 		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
+			_ = cmd.Process.Kill()
 			t.Errorf("still running 5s after %s", sig)
 		}
 	}

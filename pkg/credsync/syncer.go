@@ -52,7 +52,7 @@ type Syncer struct {
 	Log       logr.Logger
 }
 
-// NeedLeaderElection: one replica writes.
+// NeedLeaderElection is true: one replica writes.
 func (s *Syncer) NeedLeaderElection() bool { return true }
 
 // Start runs until ctx ends.

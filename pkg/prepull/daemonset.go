@@ -63,7 +63,7 @@ type Settings struct {
 // Name is the DaemonSet's name for a group.
 func (s Settings) Name(group string) string { return s.NamePrefix + group }
 
-// DefaultResources: the container only sleeps (cmd/sleeper uses about 1 MiB); the limit leaves
+// DefaultResources are small: the container only sleeps (cmd/sleeper uses about 1 MiB); the limit leaves
 // the Go runtime room.
 var DefaultResources = corev1.ResourceRequirements{
 	Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1m"), corev1.ResourceMemory: resource.MustParse("16Mi")},

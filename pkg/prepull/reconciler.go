@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -343,7 +342,7 @@ func (r *Reconciler) event(ds *appsv1.DaemonSet, typ, reason, action, note strin
 		o := r.Settings.Owner
 		regarding = &appsv1.Deployment{
 			TypeMeta:   metav1.TypeMeta{APIVersion: o.APIVersion, Kind: o.Kind},
-			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: r.Settings.Namespace, UID: types.UID(o.UID)},
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: r.Settings.Namespace, UID: o.UID},
 		}
 	default:
 		return

@@ -40,8 +40,9 @@ const (
 	ContentAnnotation = "pullgate.dev/content"
 )
 
-// Messages: stable texts per rule (the changing details are in the properties).
-var messages = map[string]string{
+// messages are the stable texts per rule (the changing details are in the properties). gosec
+// takes a map with "secret" in it for credentials.
+var messages = map[string]string{ //nolint:gosec // G101: messages, not credentials
 	RuleRewrite:       "the image would be pulled from the mirror",
 	RulePin:           "the image would be pinned to a digest",
 	RulePullPolicy:    "the image pull policy would be set",

@@ -141,10 +141,9 @@ type Scan struct {
 
 type nsScan struct {
 	Namespace
-	mode  string
-	rule  string
-	pods  []podScan
-	order []Workload
+	mode string
+	rule string
+	pods []podScan
 }
 
 type podScan struct {

@@ -28,7 +28,7 @@ import (
 
 var _ contract.Warmer = (*Resolver)(nil)
 
-// ErrDigestMismatch: the bytes a registry served for a blob do not hash to the blob's digest,
+// ErrDigestMismatch says the bytes a registry served for a blob do not hash to the blob's digest,
 // or are not its size. A node pulling them would fail the same way.
 var ErrDigestMismatch = errors.New("blob does not match its digest")
 

@@ -58,8 +58,9 @@ func main() {
 	namespaces := flag.Int("namespaces", 10, "namespaces (one holds half the pods)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *pods, *images, *namespaces); err != nil {
+	err := run(ctx, *pods, *images, *namespaces)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "auditbench:", err)
 		os.Exit(1)
 	}

@@ -69,8 +69,11 @@ func ModuleDirOf(ctx context.Context, module string) (string, error) {
 		return "", fmt.Errorf("go mod download %s: %w", module, err)
 	}
 	var m struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &m); err != nil || m.Dir == "" {
-		return "", fmt.Errorf("go mod download %s: %s %v", module, m.Error, err)
+	if err := json.Unmarshal(out, &m); err != nil {
+		return "", fmt.Errorf("go mod download %s: %w", module, err)
+	}
+	if m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s: %s", module, m.Error)
 	}
 	return m.Dir, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -215,17 +216,17 @@ func (b *bed) mirrorBytes() (int64, error) {
 	}
 	var n int64
 	for _, l := range lines {
-		if l.Method == "GET" {
+		if l.Method == http.MethodGet {
 			n += l.Bytes
 		}
 	}
 	return n, nil
 }
 
-func (bd *bed) print(rows []row) error {
+func (b *bed) print(rows []row) error {
 	var out io.Writer = os.Stdout
-	if bd.o.resultOut != "" {
-		f, err := os.Create(bd.o.resultOut)
+	if b.o.resultOut != "" {
+		f, err := os.Create(b.o.resultOut)
 		if err != nil {
 			return err
 		}
@@ -233,7 +234,7 @@ func (bd *bed) print(rows []row) error {
 		out = io.MultiWriter(os.Stdout, f)
 	}
 	fmt.Fprintf(out, "\nnode-bench: %s image (5 layers), remote registry at %g Mbit/s and %s RTT, one node (kubelet 1.37, containerd 1.6)\n\n",
-		human(bd.o.size), bd.o.mbits, bd.o.rtt)
+		human(b.o.size), b.o.mbits, b.o.rtt)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pod\tcreate->Running\tkubelet pull\tupstream sent\tmirror sent\tmirror fetches/blob\t")
 	for _, r := range rows {
@@ -251,7 +252,7 @@ func (bd *bed) print(rows []row) error {
 		}
 		return rs
 	}
-	a, b, c, d, e, tinyOn := find("(a)")[0], find("(b)")[0], find("(c)"), find("(d)")[0], find("(e)")[0], find("tiny image, already")[0]
+	a, cold, c, d, e, tinyOn := find("(a)")[0], find("(b)")[0], find("(c)"), find("(d)")[0], find("(e)")[0], find("tiny image, already")[0]
 	starts := make([]float64, len(c))
 	for i, r := range c {
 		starts[i] = r.start.Seconds()
@@ -264,7 +265,7 @@ func (bd *bed) print(rows []row) error {
 	}
 	judge := func(ok bool) string {
 		switch {
-		case bd.o.smoke:
+		case b.o.smoke:
 			return "(smoke run: not judged)"
 		case ok:
 			return "met"
@@ -277,7 +278,7 @@ func (bd *bed) print(rows []row) error {
 	fmt.Fprintf(tw, "(c) faster than (a)\t%.1fx (%.2fs median of %d vs %.2fs)\t>= 8x\t%s\n", a.start.Seconds()/cMedian, cMedian, len(c), a.start.Seconds(), judge(a.start.Seconds()/cMedian >= 8))
 	fmt.Fprintf(tw, "(d) vs tiny image on the node\t%.2fx (%.2fs vs %.2fs)\t<= 1.3x\t%s\n", d.start.Seconds()/tinyOn.start.Seconds(), d.start.Seconds(), tinyOn.start.Seconds(), judge(d.start.Seconds() <= 1.3*tinyOn.start.Seconds()))
 	fmt.Fprintf(tw, "(e) pre-pulled vs tiny image on the node\t%.2fx (%.2fs vs %.2fs)\t<= 1.3x\t%s\n", e.start.Seconds()/tinyOn.start.Seconds(), e.start.Seconds(), tinyOn.start.Seconds(), judge(e.start.Seconds() <= 1.3*tinyOn.start.Seconds() && e.pulled == "already present"))
-	fmt.Fprintf(tw, "(b) upstream fetches of a blob, cold mirror\t%d\t<= 1\t%s\n", b.mirrorFetches, judge(b.mirrorFetches <= 1))
+	fmt.Fprintf(tw, "(b) upstream fetches of a blob, cold mirror\t%d\t<= 1\t%s\n", cold.mirrorFetches, judge(cold.mirrorFetches <= 1))
 	fmt.Fprintf(tw, "(c) upstream fetches of a blob, %d warm pods\t%d\t0\t%s\n", len(c), cFetches, judge(cFetches == 0))
 	warmTarget(tw, rows, judge)
 	return tw.Flush()

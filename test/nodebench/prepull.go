@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/pullgate/pullgate/test/e2e"
@@ -43,8 +44,11 @@ func (b *bed) prepull(ctx context.Context, layers []int64) error {
 	want := env.Node.Registries.MirrorRef(prepullRepo + "@" + digest)
 	err = e2e.Poll(ctx, 30*time.Minute, func(ctx context.Context) (bool, error) {
 		ds, err := env.Client.AppsV1().DaemonSets("pullgate-system").Get(ctx, prepullDS, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil // the controller has not created it yet
+		}
 		if err != nil {
-			return false, nil
+			return false, err
 		}
 		return ds.Spec.Template.Spec.Containers[0].Image == want && ds.Status.NumberReady == 1 && ds.Status.UpdatedNumberScheduled == 1, nil
 	})
