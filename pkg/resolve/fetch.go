@@ -152,10 +152,10 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 	if ok, until := br.allow(cfg.now()); !ok {
 		return "", fmt.Errorf("resolve %s: %w: %s failed %d calls in a row and is left alone until %s", ref, ErrCircuitOpen, host, cfg.failures, until.UTC().Format(time.RFC3339))
 	}
-	// Timeouts count per repository, not per host: a mirror that copies one big image before
-	// answering for it (Zot, Harbor) or waits on its upstream for one tag is slow for that
-	// repository only, and must not take every other repository on the mirror out of pinning.
-	// Answers that fail (5xx, refused connections, TLS) still count against the host.
+	// Timeouts count per repository: a mirror that copies one big image before answering for
+	// it (Zot, Harbor) or waits on its upstream for one tag is slow for that repository only,
+	// and must not take every other repository on the mirror out of pinning. Answers that fail
+	// (5xx, refused connections, TLS) count against the host.
 	slow := r.breakers.get(host+"/"+ref.Context().RepositoryStr(), "")
 	if ok, until := slow.allow(cfg.now()); !ok {
 		br.release()
@@ -173,8 +173,16 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		return "", f.err
 	}
 	if f.trips && errors.Is(f.err, ErrTimeout) {
-		br.release()
+		// A repository's first timeout in a row also counts against the host, its next ones
+		// do not: one slow repository adds at most one, while a mirror that hangs for every
+		// repository still opens its host's breaker after that many distinct repositories.
+		first := slow.idle()
 		r.settle(ctx, cfg, slow, host, f)
+		if first {
+			r.settle(ctx, cfg, br, host, f)
+		} else {
+			br.release()
+		}
 	} else {
 		r.settle(ctx, cfg, br, host, f)
 		slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)

@@ -145,6 +145,29 @@ func TestSlowRepositoryLeavesMirrorOpen(t *testing.T) {
 	}
 }
 
+// A mirror that hangs for every repository is still left alone: each repository's first
+// timeout counts for the host, so BreakerFailures distinct repositories open its circuit.
+func TestHungMirrorOpensItsCircuit(t *testing.T) {
+	t.Parallel()
+	mirror := newRegistry(t)
+	for _, repo := range []string{"a:v1", "b:v1", "c:v1"} {
+		mirror.push(t, repo)
+	}
+	mirror.setFault(mirror.hang)
+	r := newResolver(t, newClock(), resolve.Options{Timeout: 100 * time.Millisecond, BreakerFailures: 2}, mirror)
+	for _, repo := range []string{"a:v1", "b:v1"} {
+		if _, err := resolveWithin(t, r, request(mirror.ref(t, repo)), time.Second); !errors.Is(err, resolve.ErrTimeout) {
+			t.Fatalf("%s: err = %v, want ErrTimeout", repo, err)
+		}
+	}
+	if _, err := resolveWithin(t, r, request(mirror.ref(t, "c:v1")), time.Second); !errors.Is(err, resolve.ErrCircuitOpen) {
+		t.Errorf("a third repository after two timed out: err = %v, want ErrCircuitOpen", err)
+	}
+	if g := circuitOpen(t, mirror.host); g != 1 {
+		t.Errorf("pullgate_registry_circuit_open = %v, want 1", g)
+	}
+}
+
 // A tag pinned before stays pinned from the cache when the mirror hangs, also after a restart:
 // a new Resolver loading the state the old one saved.
 func TestStaleSurvivesRestart(t *testing.T) {

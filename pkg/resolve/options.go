@@ -72,9 +72,10 @@ type Options struct {
 
 	// BreakerFailures consecutive failures (5xx, connection and TLS errors; not 404, 401 or
 	// 429) open a registry's circuit: calls fail at once with ErrCircuitOpen until, after
-	// BreakerCooldown, one probe succeeds. Timeouts count per repository instead, with the same
-	// numbers: a mirror slow on one repository (copying a big image, waiting on its upstream
-	// for one tag) keeps serving the others.
+	// BreakerCooldown, one probe succeeds. Timeouts count per repository, with the same
+	// numbers, and each repository's first timeout in a row also counts for the host: a mirror
+	// slow on one repository (copying a big image, waiting on its upstream for one tag) keeps
+	// serving the others, and one that hangs for every repository is still left alone.
 	BreakerFailures int
 	BreakerCooldown time.Duration
 

@@ -58,6 +58,16 @@ func (e *Env) Namespace(t testing.TB, s Scope, mode string) string {
 	if err != nil {
 		t.Fatalf("create namespace: %v", err)
 	}
+	// The pull secret the suite's policy injects exists, as in a namespace set up for
+	// pullgate; otherwise every admission also warns that it is missing.
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: MirrorSecret},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)},
+	}
+	if _, err := e.Client.CoreV1().Secrets(out.Name).Create(t.Context(), secret, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pull secret in %s: %v", out.Name, err)
+	}
 	return out.Name
 }
 

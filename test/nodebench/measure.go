@@ -134,11 +134,9 @@ var pulledIn = regexp.MustCompile(`Successfully pulled image "[^"]*" in ([^ ]+)`
 
 // podStart creates a pod, times create -> Running with a watch, and deletes it again.
 func (b *bed) podStart(ctx context.Context, name, ns, image string) (row, error) {
-	env, regs := b.env, b.env.Node.Registries
+	env := b.env
 	r := row{name: name}
-	up0 := regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown()
-	fetched0 := regs.MirrorRequests.Snapshot().Blobs
-	mirror0, err := b.mirrorBytes()
+	before, err := b.traffic()
 	if err != nil {
 		return r, err
 	}
@@ -187,14 +185,8 @@ func (b *bed) podStart(ctx context.Context, name, ns, image string) (row, error)
 			r.pulled = "already present"
 		}
 	}
-	r.upstream = regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown() - up0
-	mirror1, err := b.mirrorBytes()
-	if err != nil {
+	if err := b.since(&r, before); err != nil {
 		return r, err
-	}
-	r.mirror = mirror1 - mirror0
-	for blob, n := range regs.MirrorRequests.Snapshot().Blobs {
-		r.mirrorFetches = max(r.mirrorFetches, n-fetched0[blob])
 	}
 	// Not 0: a forced delete drops the object before the kubelet has stopped the container, and
 	// the next row's image removal needs it stopped.
@@ -206,6 +198,35 @@ func (b *bed) podStart(ctx context.Context, name, ns, image string) (row, error)
 		_, err := pods.Get(ctx, created.Name, metav1.GetOptions{})
 		return err != nil, nil
 	})
+}
+
+// traffic is what the upstream and the mirror have sent so far.
+type traffic struct {
+	upstream, mirror int64
+	fetched          map[string]int
+}
+
+func (b *bed) traffic() (traffic, error) {
+	regs := b.env.Node.Registries
+	mirror, err := b.mirrorBytes()
+	return traffic{
+		upstream: regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown(),
+		mirror:   mirror,
+		fetched:  regs.MirrorRequests.Snapshot().Blobs,
+	}, err
+}
+
+// since fills r's traffic columns with what was sent after before.
+func (b *bed) since(r *row, before traffic) error {
+	now, err := b.traffic()
+	if err != nil {
+		return err
+	}
+	r.upstream, r.mirror = now.upstream-before.upstream, now.mirror-before.mirror
+	for blob, n := range now.fetched {
+		r.mirrorFetches = max(r.mirrorFetches, n-before.fetched[blob])
+	}
+	return nil
 }
 
 // mirrorBytes is what the mirror has sent in answers to GETs of the bench images so far.

@@ -85,9 +85,7 @@ func (b *bed) nodeReady(ctx context.Context, name, ns, repo string, seed uint64,
 	}
 	// What the upstream and the mirror send from here on is the node's pull: a warm, if any,
 	// happened before the node was ready.
-	up0 := regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown()
-	fetched0 := regs.MirrorRequests.Snapshot().Blobs
-	mirror0, err := b.mirrorBytes()
+	before, err := b.traffic()
 	if err != nil {
 		return r, err
 	}
@@ -105,14 +103,8 @@ func (b *bed) nodeReady(ctx context.Context, name, ns, repo string, seed uint64,
 			r.pulled = s[1]
 		}
 	}
-	r.upstream = regs.RemoteLink.BytesDown() + regs.MirrorLink.BytesDown() - up0
-	mirror1, err := b.mirrorBytes()
-	if err != nil {
+	if err := b.since(&r, before); err != nil {
 		return r, err
-	}
-	r.mirror = mirror1 - mirror0
-	for blob, n := range regs.MirrorRequests.Snapshot().Blobs {
-		r.mirrorFetches = max(r.mirrorFetches, n-fetched0[blob])
 	}
 	grace := int64(1)
 	return r, pods.Delete(ctx, created.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace})
