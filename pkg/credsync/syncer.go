@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/pullgate/pullgate/internal/promreg"
 	"github.com/pullgate/pullgate/pkg/policy"
 )
 
@@ -31,13 +32,7 @@ var syncsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 // RegisterMetrics adds the syncer's counter to reg.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	if err := reg.Register(syncsTotal); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if !errors.As(err, &already) {
-			return fmt.Errorf("registering credential sync metrics: %w", err)
-		}
-	}
-	return nil
+	return promreg.Register(reg, "credential sync", syncsTotal)
 }
 
 // Syncer keeps the copies level: on every namespace change and every Interval (a rotated

@@ -1,10 +1,9 @@
 package mutate
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pullgate/pullgate/internal/promreg"
 )
 
 // Labels are bounded: no image names.
@@ -27,13 +26,5 @@ var (
 // registry, so one scrape shows them beside its webhook metrics. Registering them on the same
 // registry again does nothing.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal, platformMismatchTotal} {
-		if err := reg.Register(c); err != nil {
-			var already prometheus.AlreadyRegisteredError
-			if !errors.As(err, &already) || already.ExistingCollector != c {
-				return fmt.Errorf("registering admission metrics: %w", err)
-			}
-		}
-	}
-	return nil
+	return promreg.Register(reg, "admission", mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal, platformMismatchTotal)
 }

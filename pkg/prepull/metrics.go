@@ -1,9 +1,9 @@
 package prepull
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pullgate/pullgate/internal/promreg"
 )
 
 // Metrics are labelled by group, which the policy bounds (at most policy.MaxPrepullGroups),
@@ -30,13 +30,7 @@ var (
 // RegisterMetrics adds the pre-pull metrics to reg (controller-runtime's registry); registering
 // twice is not an error.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{nodesGauge, repinGauge, unpinnedGauge, resolveFailures} {
-		var already prometheus.AlreadyRegisteredError
-		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(reg, "pre-pull", nodesGauge, repinGauge, unpinnedGauge, resolveFailures)
 }
 
 func recordStatus(group string, s Status) {

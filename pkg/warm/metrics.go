@@ -1,9 +1,9 @@
 package warm
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pullgate/pullgate/internal/promreg"
 )
 
 // Metrics are labelled by mirror host, which the policy bounds, and outcome; never by image.
@@ -34,11 +34,5 @@ var (
 // RegisterMetrics adds the warm metrics to reg (controller-runtime's registry); registering
 // twice is not an error.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{warmDuration, warmBytes, warmBlobs, warmQueued, warmActive} {
-		var already prometheus.AlreadyRegisteredError
-		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
-			return err
-		}
-	}
-	return nil
+	return promreg.Register(reg, "warm", warmDuration, warmBytes, warmBlobs, warmQueued, warmActive)
 }
