@@ -252,7 +252,6 @@ type FaultProxy struct {
 	mode     atomic.Int32
 	delay    atomic.Int64 // time.Duration, for Slow
 	hits     atomic.Int64
-	held     atomic.Int64
 	srv      *http.Server
 	release  chan struct{}
 	closeOne sync.Once
@@ -297,8 +296,6 @@ func startFaultProxy(t testing.TB, target string, tlsConfig *tls.Config) *FaultP
 			f.hits.Add(1)
 			switch FaultMode(f.mode.Load()) {
 			case Hang:
-				f.held.Add(1)
-				defer f.held.Add(-1)
 				select {
 				case <-r.Context().Done():
 				case <-f.release:
@@ -311,8 +308,6 @@ func startFaultProxy(t testing.TB, target string, tlsConfig *tls.Config) *FaultP
 				w.Header().Set("Retry-After", "10")
 				registryError(w, http.StatusTooManyRequests, "TOOMANYREQUESTS", "injected fault: rate limit exceeded")
 			case Slow:
-				f.held.Add(1)
-				defer f.held.Add(-1)
 				select {
 				case <-r.Context().Done():
 					return
@@ -393,10 +388,6 @@ func (f *FaultProxy) SetMode(m FaultMode) { f.mode.Store(int32(m)) }
 
 // SetDelay sets how long Slow waits before forwarding.
 func (f *FaultProxy) SetDelay(d time.Duration) { f.delay.Store(int64(d)) }
-
-// Held counts the requests Hang or Slow are holding right now: a client that gave up is no
-// longer held.
-func (f *FaultProxy) Held() int64 { return f.held.Load() }
 
 // Hits counts the requests the proxy received.
 func (f *FaultProxy) Hits() int64 { return f.hits.Load() }
