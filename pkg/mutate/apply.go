@@ -116,7 +116,8 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 		r.Patch = nil
 		return r
 	}
-	if len(r.Patch) > 0 {
+	// Audit mode sends no patch, so it needs no record of the originals either.
+	if len(r.Patch) > 0 && p.Mode != policy.ModeAudit {
 		r.Patch = append(r.Patch, p.originalOp(r.Changes))
 	}
 	if p.Mode == policy.ModeAudit {
@@ -225,14 +226,25 @@ func (c Change) wouldText() string {
 
 // String is the change in one line: "rewrite spec.containers[0].image: a -> b".
 func (c Change) String() string {
+	var b strings.Builder
+	c.writeTo(&b)
+	return b.String()
+}
+
+// writeTo writes String's text, so a summary of several changes is built in one buffer.
+func (c Change) writeTo(b *strings.Builder) {
+	if c.Action == ActionPullSecret {
+		b.WriteString("add imagePullSecret ")
+		b.WriteString(c.To)
+		return
+	}
 	from := c.From
-	switch {
-	case c.Action == ActionPullSecret:
-		return "add imagePullSecret " + c.To
-	case from == "":
+	if from == "" {
 		from = "(unset)"
 	}
-	return c.Action + " " + c.Field + ": " + clip(from) + " -> " + clip(c.To)
+	for _, s := range []string{c.Action, " ", c.Field, ": ", clip(from), " -> ", clip(c.To)} {
+		b.WriteString(s)
+	}
 }
 
 // annotations summarises the changes for the API server's audit log. Keys are short because
@@ -241,11 +253,15 @@ func (p *Plan) annotations(changes []Change) map[string]string {
 	if len(changes) == 0 {
 		return nil
 	}
-	texts := make([]string, 0, len(changes))
-	for _, c := range changes {
-		texts = append(texts, c.String())
+	var b strings.Builder
+	b.Grow(128 * len(changes))
+	for i, c := range changes {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		c.writeTo(&b)
 	}
-	summary := sanitize(strings.Join(texts, "; "))
+	summary := sanitize(b.String())
 	if len(summary) > maxAnnotationLength {
 		summary = summary[:maxAnnotationLength-3] + "..."
 	}
