@@ -29,7 +29,6 @@ var wantProblems = map[string][]string{
 		"line 1: apiVersion: Unsupported value",
 		"line 3: mode: Unsupported value",
 		"line 6: mirrors[0].mirror: Invalid value",
-		"line 7: mirrors[1].registry: Duplicate value",
 		"line 10: resolve.timeout: Invalid value",
 		"line 11: resolve.cacheSize: Invalid value",
 		"line 12: resolve.onError: Unsupported value",
@@ -43,6 +42,11 @@ var wantProblems = map[string][]string{
 	},
 	"invalid-duplicate-key.yaml": {"line 4", "already defined"},
 	"invalid-mirror-loop.yaml":   {"mirrors[0].mirror: Invalid value", "mirrors[1].mirror: Invalid value"},
+	"invalid-mirror-order.yaml": {
+		`line 7: mirrors[1].mirror: Duplicate value: "m1.example.com/hub/ (mirrors[0] lists the same mirror for index.docker.io)"`,
+		`line 9: mirrors[2].mirror: Invalid value: "m2.example.com": is on registry m2.example.com, which mirrors[3] mirrors itself`,
+		`line 13: mirrors[4].mirror: Invalid value: "m1.example.com/hub": serves docker.io in mirrors[0]`,
+	},
 	"invalid-shared-host.yaml":   {"line 8: mirrors[1].mirror: Invalid value: \"harbor.example.com/ghcr\": shares host harbor.example.com with mirrors[0]"},
 	"invalid-cachettl-zero.yaml": {"line 4: resolve.cacheTTL: Invalid value: \"0s\": must be positive", "line 5: resolve.maxStale: Invalid value"},
 	"invalid-registries.yaml": {
@@ -212,13 +216,13 @@ func TestMirrorMatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, alias := range []string{"docker.io", "index.docker.io", "registry-1.docker.io"} {
-		m, ok := c.MirrorFor(alias)
-		if !ok || m.Host != "harbor.example.com" || m.Prefix != "dockerhub" {
-			t.Errorf("%s: got %+v %v", alias, m, ok)
+		ms := c.MirrorsFor(alias)
+		if len(ms) != 1 || ms[0].Host != "harbor.example.com" || ms[0].Prefix != "dockerhub" {
+			t.Errorf("%s: got %+v", alias, ms)
 		}
 	}
-	if _, ok := c.MirrorFor("quay.io"); ok {
-		t.Error("quay.io has no mirror")
+	if ms := c.MirrorsFor("quay.io"); len(ms) != 0 {
+		t.Errorf("quay.io has no mirror, got %+v", ms)
 	}
 	if _, ok := c.OnMirror("harbor.example.com", "dockerhub/library/nginx"); !ok {
 		t.Error("repository under the mirror prefix not recognised")
@@ -226,7 +230,7 @@ func TestMirrorMatching(t *testing.T) {
 	if _, ok := c.OnMirror("harbor.example.com", "dockerhubx/library/nginx"); ok {
 		t.Error("a prefix must match whole path segments")
 	}
-	if m, _ := c.MirrorFor("docker.io"); m.UpstreamRepository("dockerhub/library/nginx") != "index.docker.io/library/nginx" {
+	if m := c.MirrorsFor("docker.io")[0]; m.UpstreamRepository("dockerhub/library/nginx") != "index.docker.io/library/nginx" {
 		t.Errorf("upstream of a mirror repository: %s", m.UpstreamRepository("dockerhub/library/nginx"))
 	}
 	if !c.ExcludedImage("registry.k8s.io/pause:3.10") || c.ExcludedImage("docker.io/library/nginx:1") {
@@ -278,4 +282,46 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil policy without an error")
 		}
 	})
+}
+
+// TestMirrorOrder: entries with the same registry are its mirrors in the order listed, each with
+// its own connection, and an image already on any of them is recognised as on a mirror.
+func TestMirrorOrder(t *testing.T) {
+	t.Parallel()
+	c, err := policy.Load("testdata/valid-failover.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		registry string
+		want     []string // host/prefix, in order
+		creds    []string
+	}{
+		{registry: "docker.io", want: []string{"m1.example.com/dockerhub", "m2.example.com/dockerhub"}, creds: []string{"m1-robot", ""}},
+		{registry: "registry-1.docker.io", want: []string{"m1.example.com/dockerhub", "m2.example.com/dockerhub"}, creds: []string{"m1-robot", ""}},
+		{registry: "quay.io", want: []string{"m1.example.com/quay"}, creds: []string{"m1-robot"}},
+		{registry: "ghcr.io"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.registry, func(t *testing.T) {
+			t.Parallel()
+			ms := c.MirrorsFor(tc.registry)
+			var got, creds []string
+			for _, m := range ms {
+				got = append(got, m.Host+"/"+m.Prefix)
+				creds = append(creds, m.Source.CredentialsSecret)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") || strings.Join(creds, ",") != strings.Join(tc.creds, ",") {
+				t.Errorf("mirrors %v with credentials %v, want %v with %v", got, creds, tc.want, tc.creds)
+			}
+		})
+	}
+	if m, ok := c.OnMirror("m2.example.com", "dockerhub/library/nginx"); !ok || m.Registry != "docker.io" {
+		t.Errorf("an image on the second mirror: %+v %v", m, ok)
+	}
+	ms := c.MirrorsFor("docker.io")
+	ms[0].Host = "changed"
+	if c.MirrorsFor("docker.io")[0].Host != "m1.example.com" {
+		t.Error("MirrorsFor hands out the compiled policy's own slice")
+	}
 }
