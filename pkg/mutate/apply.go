@@ -142,7 +142,8 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 func (ip *imagePlan) failoverText(o contract.Resolution) string {
 	skipped := make([]string, len(o.Skipped))
 	for i, err := range o.Skipped {
-		skipped[i] = fmt.Sprintf("mirror %s skipped (%v)", ip.mirrorOf(i), err)
+		// Registry error bodies often end in a newline, which would leave a space before ")".
+		skipped[i] = fmt.Sprintf("mirror %s skipped (%s)", ip.mirrorOf(i), strings.TrimSpace(err.Error()))
 	}
 	return fmt.Sprintf("%s: %s; %q pinned against mirror %s", ip.field(), strings.Join(skipped, "; "), clip(ip.image), ip.mirrorOf(o.Served))
 }
