@@ -27,7 +27,7 @@ type ResolveRequest struct {
 	Ref name.Tag
 	// Alternates are the same image on the registry's further mirrors, in the policy's order:
 	// a resolver tries them, in turn, when the mirrors before fail or lack the tag, and says in
-	// Resolution.Served which one answered. Shared with the caller's memo: never modified.
+	// Resolution.Failover which one answered. Shared with the caller's memo: never modified.
 	Alternates []name.Tag
 	Upstream   name.Tag
 	// Namespace and PullSecrets identify the pod's own pull credentials, set only when the
@@ -42,11 +42,26 @@ type ResolveRequest struct {
 type Resolution struct {
 	Digest string // "sha256:<hex>"
 	Stale  bool
-	// Served is the candidate the digest is for (see ResolveRequest.Candidate): the node must
-	// pull from that mirror, the only one the digest was checked against.
-	Served int
-	// Skipped says why each candidate before Served was passed over, in order.
+	// Failover is set when a candidate other than Ref served the digest. A pointer: warm
+	// admissions carry one Resolution per image, and nearly all are served by Ref.
+	Failover *Failover
+}
+
+// Failover says which of a request's candidates served its digest: the node must pull from that
+// mirror, the only one the digest was checked against.
+type Failover struct {
+	Served int // see ResolveRequest.Candidate; at least 1
+	// Skipped says why each candidate before Served was passed over, in order; empty for a
+	// digest served from the cache alone (StaleResolver).
 	Skipped []error
+}
+
+// Served is the candidate the digest is for: 0 for Ref, i for Alternates[i-1].
+func (r Resolution) Served() int {
+	if r.Failover == nil {
+		return 0
+	}
+	return r.Failover.Served
 }
 
 // Candidate returns the i-th reference to try: Ref for 0, then the alternates.

@@ -88,11 +88,11 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 			default:
 				digest = o.Digest
 				// The digest was checked against the mirror that served it, and only that one.
-				if o.Served > 0 && o.Served <= len(ip.alternates) {
-					target = ip.alternates[o.Served-1].target
-				}
-				if len(o.Skipped) > 0 {
-					warnings = append(warnings, ip.failoverText(o.Resolution))
+				if f := o.Failover; f != nil && f.Served <= len(ip.alternates) {
+					target = ip.alternates[f.Served-1].target
+					if len(f.Skipped) > 0 {
+						warnings = append(warnings, ip.failoverText(f))
+					}
 				}
 				if o.Stale {
 					warnings = append(warnings, fmt.Sprintf("%s: registry unavailable, %q pinned to the last known digest %s", ip.field(), clip(ip.image), o.Digest))
@@ -139,13 +139,13 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 }
 
 // failoverText says which mirrors were passed over for the one that served the digest, and why.
-func (ip *imagePlan) failoverText(o contract.Resolution) string {
-	skipped := make([]string, len(o.Skipped))
-	for i, err := range o.Skipped {
+func (ip *imagePlan) failoverText(f *contract.Failover) string {
+	skipped := make([]string, len(f.Skipped))
+	for i, err := range f.Skipped {
 		// Registry error bodies often end in a newline, which would leave a space before ")".
 		skipped[i] = fmt.Sprintf("mirror %s skipped (%s)", ip.mirrorOf(i), strings.TrimSpace(err.Error()))
 	}
-	return fmt.Sprintf("%s: %s; %q pinned against mirror %s", ip.field(), strings.Join(skipped, "; "), clip(ip.image), ip.mirrorOf(o.Served))
+	return fmt.Sprintf("%s: %s; %q pinned against mirror %s", ip.field(), strings.Join(skipped, "; "), clip(ip.image), ip.mirrorOf(f.Served))
 }
 
 // mirrorOf is the host of the i-th mirror tried: the first, then the alternates.

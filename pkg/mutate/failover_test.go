@@ -33,10 +33,10 @@ func TestFailover(t *testing.T) {
 	}{
 		{name: "first serves", image: "nginx:1.27", outcome: &contract.Outcome{Resolution: contract.Resolution{Digest: d}},
 			alternates: "m2.example.com:5000/hub/library/nginx:1.27", want: "m1.example.com/hub/library/nginx:1.27@" + d},
-		{name: "second serves", image: "nginx:1.27", outcome: &contract.Outcome{Resolution: contract.Resolution{Digest: d, Served: 1, Skipped: []error{down}}},
+		{name: "second serves", image: "nginx:1.27", outcome: &contract.Outcome{Resolution: contract.Resolution{Digest: d, Failover: &contract.Failover{Served: 1, Skipped: []error{down}}}},
 			alternates: "m2.example.com:5000/hub/library/nginx:1.27", want: "m2.example.com:5000/hub/library/nginx:1.27@" + d,
 			warning: `spec.containers[0].image: mirror m1.example.com skipped (registry circuit open: m1.example.com failed 5 calls in a row); "nginx:1.27" pinned against mirror m2.example.com:5000`},
-		{name: "second serves stale", image: "nginx:1.27", outcome: &contract.Outcome{Resolution: contract.Resolution{Digest: d, Stale: true, Served: 1, Skipped: []error{down}}},
+		{name: "second serves stale", image: "nginx:1.27", outcome: &contract.Outcome{Resolution: contract.Resolution{Digest: d, Stale: true, Failover: &contract.Failover{Served: 1, Skipped: []error{down}}}},
 			want: "m2.example.com:5000/hub/library/nginx:1.27@" + d, alternates: "m2.example.com:5000/hub/library/nginx:1.27", warning: "pinned to the last known digest"},
 		{name: "none serves keeps the first", image: "nginx:1.27", outcome: &contract.Outcome{Err: errors.New("every mirror failed")},
 			alternates: "m2.example.com:5000/hub/library/nginx:1.27", want: "m1.example.com/hub/library/nginx:1.27", warning: "could not pin"},

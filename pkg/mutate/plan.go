@@ -309,8 +309,7 @@ func decideImage(pol *policy.Compiled, image string) decision {
 		d.mirror = m.Host
 		opts = mirrorOptions(m)
 		upstreamAt = m.UpstreamRepository(ref.repository)
-	} else if ms := pol.MirrorsFor(ref.registry); len(ms) > 0 {
-		m := ms[0]
+	} else if m, ok := pol.MirrorFor(ref.registry); ok {
 		d.target = m.Repository(ref.repository)
 		d.mirror = m.Host
 		d.rewritten = true
@@ -323,7 +322,7 @@ func decideImage(pol *policy.Compiled, image string) decision {
 		if _, err := name.NewRepository(d.target, opts...); err != nil {
 			return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
 		}
-		d.alternates, d.alternateTags = alternates(ms[1:], ref, pol.ResolveEnabled())
+		d.alternates, d.alternateTags = alternates(pol.AlternateMirrors(ref.registry), ref, pol.ResolveEnabled())
 	}
 	if ref.digest != "" || !pol.ResolveEnabled() {
 		return d

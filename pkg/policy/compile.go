@@ -151,11 +151,24 @@ func (c *Compiled) Policy() Policy { return c.policy }
 // Mirrors lists the compiled mirrors in policy order.
 func (c *Compiled) Mirrors() []MirrorTarget { return append([]MirrorTarget(nil), c.onMirror...) }
 
-// MirrorsFor returns the mirrors of an upstream registry host in the order they are tried
-// (policy order), none when it has no mirror. The first is where an image goes unless it
-// fails; later ones take over while it does.
-func (c *Compiled) MirrorsFor(registry string) []MirrorTarget {
-	return slices.Clone(c.mirrors[CanonicalRegistry(registry)])
+// MirrorFor returns the first mirror of an upstream registry host, if one is configured: where
+// its images go unless that mirror fails.
+func (c *Compiled) MirrorFor(registry string) (MirrorTarget, bool) {
+	ms := c.mirrors[CanonicalRegistry(registry)]
+	if len(ms) == 0 {
+		return MirrorTarget{}, false
+	}
+	return ms[0], true
+}
+
+// AlternateMirrors returns the further mirrors of an upstream registry host, in the order they
+// are tried when those before fail (failover); nil when it has one mirror or none.
+func (c *Compiled) AlternateMirrors(registry string) []MirrorTarget {
+	ms := c.mirrors[CanonicalRegistry(registry)]
+	if len(ms) < 2 {
+		return nil
+	}
+	return slices.Clone(ms[1:])
 }
 
 // OnMirror reports whether a repository (host/path, as name.Repository.Name gives it) already

@@ -216,13 +216,13 @@ func TestMirrorMatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, alias := range []string{"docker.io", "index.docker.io", "registry-1.docker.io"} {
-		ms := c.MirrorsFor(alias)
-		if len(ms) != 1 || ms[0].Host != "harbor.example.com" || ms[0].Prefix != "dockerhub" {
-			t.Errorf("%s: got %+v", alias, ms)
+		m, ok := c.MirrorFor(alias)
+		if !ok || m.Host != "harbor.example.com" || m.Prefix != "dockerhub" || c.AlternateMirrors(alias) != nil {
+			t.Errorf("%s: got %+v %v, alternates %+v", alias, m, ok, c.AlternateMirrors(alias))
 		}
 	}
-	if ms := c.MirrorsFor("quay.io"); len(ms) != 0 {
-		t.Errorf("quay.io has no mirror, got %+v", ms)
+	if _, ok := c.MirrorFor("quay.io"); ok {
+		t.Error("quay.io has no mirror")
 	}
 	if _, ok := c.OnMirror("harbor.example.com", "dockerhub/library/nginx"); !ok {
 		t.Error("repository under the mirror prefix not recognised")
@@ -230,7 +230,7 @@ func TestMirrorMatching(t *testing.T) {
 	if _, ok := c.OnMirror("harbor.example.com", "dockerhubx/library/nginx"); ok {
 		t.Error("a prefix must match whole path segments")
 	}
-	if m := c.MirrorsFor("docker.io")[0]; m.UpstreamRepository("dockerhub/library/nginx") != "index.docker.io/library/nginx" {
+	if m, _ := c.MirrorFor("docker.io"); m.UpstreamRepository("dockerhub/library/nginx") != "index.docker.io/library/nginx" {
 		t.Errorf("upstream of a mirror repository: %s", m.UpstreamRepository("dockerhub/library/nginx"))
 	}
 	if !c.ExcludedImage("registry.k8s.io/pause:3.10") || c.ExcludedImage("docker.io/library/nginx:1") {
@@ -305,7 +305,10 @@ func TestMirrorOrder(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.registry, func(t *testing.T) {
 			t.Parallel()
-			ms := c.MirrorsFor(tc.registry)
+			var ms []policy.MirrorTarget
+			if m, ok := c.MirrorFor(tc.registry); ok {
+				ms = append([]policy.MirrorTarget{m}, c.AlternateMirrors(tc.registry)...)
+			}
 			var got, creds []string
 			for _, m := range ms {
 				got = append(got, m.Host+"/"+m.Prefix)
@@ -319,9 +322,8 @@ func TestMirrorOrder(t *testing.T) {
 	if m, ok := c.OnMirror("m2.example.com", "dockerhub/library/nginx"); !ok || m.Registry != "docker.io" {
 		t.Errorf("an image on the second mirror: %+v %v", m, ok)
 	}
-	ms := c.MirrorsFor("docker.io")
-	ms[0].Host = "changed"
-	if c.MirrorsFor("docker.io")[0].Host != "m1.example.com" {
-		t.Error("MirrorsFor hands out the compiled policy's own slice")
+	c.AlternateMirrors("docker.io")[0].Host = "changed"
+	if c.AlternateMirrors("docker.io")[0].Host != "m2.example.com" {
+		t.Error("AlternateMirrors hands out the compiled policy's own slice")
 	}
 }

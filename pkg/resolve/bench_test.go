@@ -42,7 +42,7 @@ func BenchmarkResolve(b *testing.B) {
 				b.Fatal(err)
 			}
 			for b.Loop() {
-				if o, ok := r.Cached(req); !ok || o.Err != nil || o.Served != 0 {
+				if o, ok := r.Cached(req); !ok || o.Err != nil || o.Failover != nil {
 					b.Fatal(o, ok)
 				}
 			}

@@ -51,7 +51,7 @@ func (r *Resolver) failover(ctx context.Context, cfg *config, req contract.Resol
 			cancel()
 		}
 		if err == nil {
-			res.Served, res.Skipped = i, skipped
+			res.Failover = failedOver(i, skipped)
 			return res, outcome, nil
 		}
 		if errors.Is(err, context.Canceled) {
@@ -65,7 +65,7 @@ func (r *Resolver) failover(ctx context.Context, cfg *config, req contract.Resol
 		}
 		if digest, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), pod.id), cfg.now(), cfg); ok {
 			r.metrics.cache.WithLabelValues("stale").Inc()
-			return contract.Resolution{Digest: digest, Stale: true, Served: i, Skipped: skipped[:min(i, len(skipped))]}, outcomeStale, nil
+			return contract.Resolution{Digest: digest, Stale: true, Failover: failedOver(i, skipped[:min(i, len(skipped))])}, outcomeStale, nil
 		}
 	}
 	err = noneServed(skipped)
@@ -97,12 +97,20 @@ func (r *Resolver) cachedFailover(cfg *config, req contract.ResolveRequest) (con
 		if err != nil {
 			err = noneServed(append(skipped, err))
 		} else {
-			res.Served, res.Skipped = i, skipped
+			res.Failover = failedOver(i, skipped)
 		}
 		r.metrics.duration.WithLabelValues(r.label(ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
 		return contract.Outcome{Resolution: res, Err: err}, true
 	}
 	return contract.Outcome{}, false
+}
+
+// failedOver is Resolution.Failover for candidate i, nil for Ref.
+func failedOver(i int, skipped []error) *contract.Failover {
+	if i == 0 {
+		return nil
+	}
+	return &contract.Failover{Served: i, Skipped: skipped}
 }
 
 // share is the part of ctx's time left that one of left candidates gets: all of it for the

@@ -102,11 +102,11 @@ func TestFailover(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Served != tc.served || res.Digest != tc.digest(b) || res.Stale {
-				t.Errorf("served %d %s (stale %v), want %d %s", res.Served, res.Digest, res.Stale, tc.served, tc.digest(b))
+			if res.Served() != tc.served || res.Digest != tc.digest(b) || res.Stale {
+				t.Errorf("served %d %s (stale %v), want %d %s", res.Served(), res.Digest, res.Stale, tc.served, tc.digest(b))
 			}
-			if len(res.Skipped) != tc.served || (tc.skipped != nil && !errors.Is(res.Skipped[0], tc.skipped)) {
-				t.Errorf("skipped %v, want %d of class %v", res.Skipped, tc.served, tc.skipped)
+			if len(skipped(res)) != tc.served || (tc.skipped != nil && !errors.Is(skipped(res)[0], tc.skipped)) {
+				t.Errorf("skipped %v, want %d of class %v", skipped(res), tc.served, tc.skipped)
 			}
 			if n := b.up.manifestRequests(); tc.noUpstream && n != 0 {
 				t.Errorf("the upstream got %d manifest requests", n)
@@ -126,7 +126,7 @@ func TestFailoverCircuitAndRecovery(t *testing.T) {
 	b := newFailoverBed(t, resolve.Options{CacheTTL: time.Hour, BreakerFailures: 1, BreakerCooldown: 30 * time.Second}, "v1", true, true)
 	ctx := context.Background()
 	req := b.request()
-	if res, err := b.r.Resolve(ctx, req); err != nil || res.Served != 0 {
+	if res, err := b.r.Resolve(ctx, req); err != nil || res.Served() != 0 {
 		t.Fatalf("both up: %+v %v", res, err)
 	}
 
@@ -135,7 +135,7 @@ func TestFailoverCircuitAndRecovery(t *testing.T) {
 	b.m2.push(t, "hub/app:v2")
 	b.m1.setFault(status(http.StatusServiceUnavailable))
 	v2 := contract.ResolveRequest{Ref: b.m1.ref(t, "hub/app:v2"), Alternates: []name.Tag{b.m2.ref(t, "hub/app:v2")}}
-	if res, err := b.r.Resolve(ctx, v2); err != nil || res.Served != 1 {
+	if res, err := b.r.Resolve(ctx, v2); err != nil || res.Served() != 1 {
 		t.Fatalf("m1 down: %+v %v", res, err)
 	}
 	if o, ok := b.r.Cached(req); ok {
@@ -143,30 +143,30 @@ func TestFailoverCircuitAndRecovery(t *testing.T) {
 	}
 	before := b.m1.manifestRequests()
 	res, err := b.r.Resolve(ctx, req)
-	if err != nil || res.Served != 1 || res.Digest != b.d2 || len(res.Skipped) != 1 || !errors.Is(res.Skipped[0], resolve.ErrCircuitOpen) {
+	if err != nil || res.Served() != 1 || res.Digest != b.d2 || len(skipped(res)) != 1 || !errors.Is(skipped(res)[0], resolve.ErrCircuitOpen) {
 		t.Fatalf("m1's circuit open: %+v %v", res, err)
 	}
 	if n := b.m1.manifestRequests() - before; n != 0 {
 		t.Errorf("m1 got %d manifest requests while its circuit was open", n)
 	}
-	if o, ok := b.r.Cached(req); !ok || o.Served != 1 || o.Digest != b.d2 || len(o.Skipped) != 1 {
+	if o, ok := b.r.Cached(req); !ok || o.Served() != 1 || o.Digest != b.d2 || len(skipped(o.Resolution)) != 1 {
 		t.Errorf("Cached with m1's circuit open: %+v %v, want m2's digest", o, ok)
 	}
-	if s, ok := b.r.Stale(req); ok && s.Served != 1 {
+	if s, ok := b.r.Stale(req); ok && s.Served() != 1 {
 		t.Errorf("Stale prefers the open circuit's candidate: %+v", s)
 	}
 
 	// m1 recovers; within the cooldown nothing changes, after it the probe goes to m1.
 	b.m1.setFault(nil)
-	if o, ok := b.r.Cached(req); !ok || o.Served != 1 {
+	if o, ok := b.r.Cached(req); !ok || o.Served() != 1 {
 		t.Errorf("within the cooldown: %+v %v", o, ok)
 	}
 	b.clock.Advance(31 * time.Second)
-	if o, ok := b.r.Cached(req); !ok || o.Served != 0 {
+	if o, ok := b.r.Cached(req); !ok || o.Served() != 0 {
 		// m1's own entry is still fresh: once its probe is due, it answers again.
 		t.Errorf("after the cooldown: %+v %v, want m1's cached digest", o, ok)
 	}
-	if res, err := b.r.Resolve(ctx, v2); err != nil || res.Served != 0 {
+	if res, err := b.r.Resolve(ctx, v2); err != nil || res.Served() != 0 {
 		t.Errorf("v2 after m1 recovered: %+v %v", res, err)
 	}
 }
@@ -177,17 +177,25 @@ func TestFailoverStale(t *testing.T) {
 	t.Parallel()
 	b := newFailoverBed(t, resolve.Options{CacheTTL: time.Minute, MaxStale: time.Hour}, "v1", true, true)
 	ctx := context.Background()
-	if res, err := b.r.Resolve(ctx, b.request()); err != nil || res.Served != 0 {
+	if res, err := b.r.Resolve(ctx, b.request()); err != nil || res.Served() != 0 {
 		t.Fatalf("both up: %+v %v", res, err)
 	}
 	b.clock.Advance(2 * time.Minute)
 	b.m1.setFault(status(http.StatusServiceUnavailable))
 	b.m2.setFault(status(http.StatusServiceUnavailable))
 	res, err := b.r.Resolve(ctx, b.request())
-	if err != nil || !res.Stale || res.Served != 0 || res.Digest != b.d1 {
+	if err != nil || !res.Stale || res.Served() != 0 || res.Digest != b.d1 {
 		t.Errorf("every mirror down: %+v %v, want m1's last digest, stale", res, err)
 	}
-	if s, ok := b.r.Stale(b.request()); !ok || s.Served != 0 || s.Digest != b.d1 {
+	if s, ok := b.r.Stale(b.request()); !ok || s.Served() != 0 || s.Digest != b.d1 {
 		t.Errorf("Stale: %+v %v", s, ok)
 	}
+}
+
+// skipped is a resolution's Failover.Skipped, nil without a failover.
+func skipped(r contract.Resolution) []error {
+	if r.Failover == nil {
+		return nil
+	}
+	return r.Failover.Skipped
 }

@@ -127,7 +127,7 @@ func (r *Resolver) Resolve(ctx context.Context, req contract.ResolveRequest) (co
 	} else {
 		res, outcome, err = r.failover(ctx, cfg, req)
 	}
-	r.metrics.duration.WithLabelValues(r.label(req.Candidate(res.Served).Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
+	r.metrics.duration.WithLabelValues(r.label(req.Candidate(res.Served()).Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
 	return res, err
 }
 
@@ -162,7 +162,7 @@ func (r *Resolver) Stale(req contract.ResolveRequest) (contract.Resolution, bool
 	for _, i := range r.preferred(cfg, req) {
 		if digest, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), ""), cfg.now(), cfg); ok {
 			r.metrics.cache.WithLabelValues("stale").Inc()
-			return contract.Resolution{Digest: digest, Stale: true, Served: i}, true
+			return contract.Resolution{Digest: digest, Stale: true, Failover: failedOver(i, nil)}, true
 		}
 	}
 	return contract.Resolution{}, false
