@@ -142,6 +142,8 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
+	// Sized once: growing by append copies every plan on the way, per admission.
+	p.images = make([]imagePlan, 0, len(candidates))
 	for _, s := range candidates {
 		ip, problem := planImage(pol, s, in, pod, known)
 		if problem != "" {
@@ -413,7 +415,7 @@ func checkKind(pod *podView, what string) error {
 // Requests lists what to resolve, one request per distinct reference.
 func (p *Plan) Requests() []contract.ResolveRequest {
 	seen := map[string]bool{}
-	var out []contract.ResolveRequest
+	out := make([]contract.ResolveRequest, 0, len(p.images))
 	for _, ip := range p.images {
 		if ip.request == nil || seen[ip.request.Ref.String()] {
 			continue
