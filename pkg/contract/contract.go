@@ -21,10 +21,15 @@ type CachedResolver interface {
 
 // ResolveRequest names the image the node will pull. Ref is after the mirror rewrite; Upstream is
 // the reference as the pod author wrote it (normalized), equal to Ref when no mirror applies. The
-// resolver may consult Upstream only when the policy allows falling back to it.
+// resolver may consult Upstream only when the policy allows falling back to it, and only after
+// every mirror.
 type ResolveRequest struct {
-	Ref      name.Tag
-	Upstream name.Tag
+	Ref name.Tag
+	// Alternates are the same image on the registry's further mirrors, in the policy's order:
+	// a resolver tries them, in turn, when the mirrors before fail or lack the tag, and says in
+	// Resolution.Failover which one answered. Shared with the caller's memo: never modified.
+	Alternates []name.Tag
+	Upstream   name.Tag
 	// Namespace and PullSecrets identify the pod's own pull credentials, set only when the
 	// policy enables resolve.usePodPullSecrets. A resolver must include them in its cache key,
 	// so that one tenant's private result is never served to another.
@@ -37,6 +42,34 @@ type ResolveRequest struct {
 type Resolution struct {
 	Digest string // "sha256:<hex>"
 	Stale  bool
+	// Failover is set when a candidate other than Ref served the digest. A pointer: warm
+	// admissions carry one Resolution per image, and nearly all are served by Ref.
+	Failover *Failover
+}
+
+// Failover says which of a request's candidates served its digest: the node must pull from that
+// mirror, the only one the digest was checked against.
+type Failover struct {
+	Served int // see ResolveRequest.Candidate; at least 1
+	// Skipped says why each candidate before Served was passed over, in order; empty for a
+	// digest served from the cache alone (StaleResolver).
+	Skipped []error
+}
+
+// Served is the candidate the digest is for: 0 for Ref, i for Alternates[i-1].
+func (r Resolution) Served() int {
+	if r.Failover == nil {
+		return 0
+	}
+	return r.Failover.Served
+}
+
+// Candidate returns the i-th reference to try: Ref for 0, then the alternates.
+func (r ResolveRequest) Candidate(i int) name.Tag {
+	if i <= 0 || i > len(r.Alternates) {
+		return r.Ref
+	}
+	return r.Alternates[i-1]
 }
 
 // Outcome is what the resolver said for one reference.

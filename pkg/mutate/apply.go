@@ -70,6 +70,7 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 	var denials []string
 	for _, ip := range p.images {
 		digest := ip.ref.digest
+		target := ip.target
 		if ip.request != nil {
 			o, ok := outcomes[ip.request.Ref.String()]
 			if !ok {
@@ -86,17 +87,24 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 				warnings = append(warnings, fmt.Sprintf("%s: could not pin %q to a digest (%v); admitted with its tag", ip.field(), clip(ip.image), o.Err))
 			default:
 				digest = o.Digest
+				// The digest was checked against the mirror that served it, and only that one.
+				if f := o.Failover; f != nil && f.Served <= len(ip.alternates) {
+					target = ip.alternates[f.Served-1].target
+					if len(f.Skipped) > 0 {
+						warnings = append(warnings, ip.failoverText(f))
+					}
+				}
 				if o.Stale {
 					warnings = append(warnings, fmt.Sprintf("%s: registry unavailable, %q pinned to the last known digest %s", ip.field(), clip(ip.image), o.Digest))
 				}
 			}
 		}
-		image := ip.ref.format(ip.target, digest)
+		image := ip.ref.format(target, digest)
 		if image != ip.image {
 			r.Patch = append(r.Patch, jsonpatch.NewOperation("replace", ip.imagePath(), image))
 			from := ip.image
 			if ip.rewritten {
-				moved := ip.ref.format(ip.target, ip.ref.digest)
+				moved := ip.ref.format(target, ip.ref.digest)
 				r.Changes = append(r.Changes, Change{Action: ActionRewrite, Field: ip.field(), From: from, To: moved})
 				from = moved
 			}
@@ -129,6 +137,24 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 	r.Warnings = capWarnings(warnings)
 	r.AuditAnnotations = p.annotations(r.Changes)
 	return r
+}
+
+// failoverText says which mirrors were passed over for the one that served the digest, and why.
+func (ip *imagePlan) failoverText(f *contract.Failover) string {
+	skipped := make([]string, len(f.Skipped))
+	for i, err := range f.Skipped {
+		// Registry error bodies often end in a newline, which would leave a space before ")".
+		skipped[i] = fmt.Sprintf("mirror %s skipped (%s)", ip.mirrorOf(i), strings.TrimSpace(err.Error()))
+	}
+	return fmt.Sprintf("%s: %s; %q pinned against mirror %s", ip.field(), strings.Join(skipped, "; "), clip(ip.image), ip.mirrorOf(f.Served))
+}
+
+// mirrorOf is the host of the i-th mirror tried: the first, then the alternates.
+func (ip *imagePlan) mirrorOf(i int) string {
+	if i > 0 && i <= len(ip.alternates) {
+		return ip.alternates[i-1].mirror
+	}
+	return ip.mirror
 }
 
 // sanitize makes a message safe as an HTTP header value: the API server passes warnings on as

@@ -95,7 +95,10 @@ type imagePlan struct {
 	target    string // repository text the image ends up on: a mirror, or the author's own
 	mirror    string // host of the mirror the image ends up on, if it does
 	rewritten bool
-	request   *contract.ResolveRequest // nil when nothing needs resolving
+	// alternates are the image on the registry's further mirrors, where it goes instead when
+	// the resolver answers for one of them (failover). Shared with the memo.
+	alternates []alternate
+	request    *contract.ResolveRequest // nil when nothing needs resolving
 	// pullPolicy is what to set once pinned; empty when the field may not change (UPDATE).
 	pullPolicy corev1.PullPolicy
 }
@@ -139,6 +142,8 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
+	// Sized once: growing by append copies every plan on the way, per admission.
+	p.images = make([]imagePlan, 0, len(candidates))
 	for _, s := range candidates {
 		ip, problem := planImage(pol, s, in, pod, known)
 		if problem != "" {
@@ -251,9 +256,9 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *poli
 	if d.excluded {
 		return nil, ""
 	}
-	ip := &imagePlan{site: s, ref: d.ref, target: d.target, mirror: d.mirror, rewritten: d.rewritten}
+	ip := &imagePlan{site: s, ref: d.ref, target: d.target, mirror: d.mirror, rewritten: d.rewritten, alternates: d.alternates}
 	if d.resolve {
-		ip.request = &contract.ResolveRequest{Ref: d.resolveTag, Upstream: d.upstream}
+		ip.request = &contract.ResolveRequest{Ref: d.resolveTag, Alternates: d.alternateTags, Upstream: d.upstream}
 		if pol.UsePodPullSecrets() {
 			ip.request.Namespace = in.Namespace
 			for _, ps := range pod.Spec.ImagePullSecrets {
@@ -276,6 +281,16 @@ type decision struct {
 	resolve    bool
 	resolveTag name.Tag // the tag to resolve, on the mirror when there is one
 	upstream   name.Tag
+	// alternates and alternateTags are the further mirrors of the image's registry, in policy
+	// order; alternateTags only when there is a tag to resolve.
+	alternates    []alternate
+	alternateTags []name.Tag
+}
+
+// alternate is an image's place on one of its registry's further mirrors.
+type alternate struct {
+	target string // repository text on that mirror
+	mirror string // its host
 }
 
 // decideImage works out a decision: parsing the reference and forming the tags to resolve is
@@ -309,6 +324,7 @@ func decideImage(pol *policy.Compiled, image string) decision {
 		if _, err := name.NewRepository(d.target, opts...); err != nil {
 			return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
 		}
+		d.alternates, d.alternateTags = alternates(pol.AlternateMirrors(ref.registry), ref, pol.ResolveEnabled())
 	}
 	if ref.digest != "" || !pol.ResolveEnabled() {
 		return d
@@ -323,6 +339,29 @@ func decideImage(pol *policy.Compiled, image string) decision {
 	}
 	d.resolve, d.resolveTag, d.upstream = true, target, upstream
 	return d
+}
+
+// alternates places ref on each further mirror, with the tag to resolve there. A mirror on which
+// the reference cannot be formed (its prefix makes the repository too long) is left out: the
+// image never goes there.
+func alternates(ms []policy.MirrorTarget, ref imageRef, resolve bool) ([]alternate, []name.Tag) {
+	var alts []alternate
+	var tags []name.Tag
+	for _, m := range ms {
+		a := alternate{target: m.Repository(ref.repository), mirror: m.Host}
+		if _, err := name.NewRepository(a.target, mirrorOptions(m)...); err != nil {
+			continue
+		}
+		if resolve && ref.digest == "" {
+			t, err := name.NewTag(a.target+":"+ref.tagOrLatest(), mirrorOptions(m)...)
+			if err != nil {
+				continue
+			}
+			tags = append(tags, t)
+		}
+		alts = append(alts, a)
+	}
+	return alts, tags
 }
 
 func mirrorOptions(m policy.MirrorTarget) []name.Option {
@@ -376,7 +415,7 @@ func checkKind(pod *podView, what string) error {
 // Requests lists what to resolve, one request per distinct reference.
 func (p *Plan) Requests() []contract.ResolveRequest {
 	seen := map[string]bool{}
-	var out []contract.ResolveRequest
+	out := make([]contract.ResolveRequest, 0, len(p.images))
 	for _, ip := range p.images {
 		if ip.request == nil || seen[ip.request.Ref.String()] {
 			continue

@@ -66,7 +66,7 @@ func (h *Handler) checkPlatforms(ctx context.Context, pol *policy.Compiled, plan
 			continue
 		}
 		checked[key] = true
-		ref := ip.request.Ref.Context().Digest(o.Digest)
+		ref := ip.request.Candidate(o.Served()).Context().Digest(o.Digest)
 		host := ref.Context().RegistryStr()
 		have, ok := h.Platforms.CachedPlatforms(ref)
 		if !ok {

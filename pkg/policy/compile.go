@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func parseMirror(s string, insecure bool) (MirrorTarget, error) {
 // concurrent use; reloading builds a new one.
 type Compiled struct {
 	policy        Policy
-	mirrors       map[string]MirrorTarget // by canonical upstream registry
+	mirrors       map[string][]MirrorTarget // by canonical upstream registry, in policy order
 	onMirror      []MirrorTarget
 	excludeNS     []*regexp.Regexp
 	excludeImages []*regexp.Regexp
@@ -92,7 +93,7 @@ type rule struct {
 
 // Compile builds the matchers of a defaulted, validated policy.
 func (p *Policy) Compile() (*Compiled, error) {
-	c := &Compiled{policy: *p, mirrors: map[string]MirrorTarget{}}
+	c := &Compiled{policy: *p, mirrors: map[string][]MirrorTarget{}}
 	for i, m := range p.Mirrors {
 		reg, err := parseRegistry(m.Registry)
 		if err != nil {
@@ -103,7 +104,7 @@ func (p *Policy) Compile() (*Compiled, error) {
 			return nil, fmt.Errorf("mirrors[%d].mirror: %w", i, err)
 		}
 		mt.Registry, mt.Source = reg, m
-		c.mirrors[reg] = mt
+		c.mirrors[reg] = append(c.mirrors[reg], mt)
 		c.onMirror = append(c.onMirror, mt)
 	}
 	var err error
@@ -150,10 +151,24 @@ func (c *Compiled) Policy() Policy { return c.policy }
 // Mirrors lists the compiled mirrors in policy order.
 func (c *Compiled) Mirrors() []MirrorTarget { return append([]MirrorTarget(nil), c.onMirror...) }
 
-// MirrorFor returns the mirror for an upstream registry host, if one is configured.
+// MirrorFor returns the first mirror of an upstream registry host, if one is configured: where
+// its images go unless that mirror fails.
 func (c *Compiled) MirrorFor(registry string) (MirrorTarget, bool) {
-	m, ok := c.mirrors[CanonicalRegistry(registry)]
-	return m, ok
+	ms := c.mirrors[CanonicalRegistry(registry)]
+	if len(ms) == 0 {
+		return MirrorTarget{}, false
+	}
+	return ms[0], true
+}
+
+// AlternateMirrors returns the further mirrors of an upstream registry host, in the order they
+// are tried when those before fail (failover); nil when it has one mirror or none.
+func (c *Compiled) AlternateMirrors(registry string) []MirrorTarget {
+	ms := c.mirrors[CanonicalRegistry(registry)]
+	if len(ms) < 2 {
+		return nil
+	}
+	return slices.Clone(ms[1:])
 }
 
 // OnMirror reports whether a repository (host/path, as name.Repository.Name gives it) already

@@ -29,7 +29,6 @@ var wantProblems = map[string][]string{
 		"line 1: apiVersion: Unsupported value",
 		"line 3: mode: Unsupported value",
 		"line 6: mirrors[0].mirror: Invalid value",
-		"line 7: mirrors[1].registry: Duplicate value",
 		"line 10: resolve.timeout: Invalid value",
 		"line 11: resolve.cacheSize: Invalid value",
 		"line 12: resolve.onError: Unsupported value",
@@ -43,6 +42,11 @@ var wantProblems = map[string][]string{
 	},
 	"invalid-duplicate-key.yaml": {"line 4", "already defined"},
 	"invalid-mirror-loop.yaml":   {"mirrors[0].mirror: Invalid value", "mirrors[1].mirror: Invalid value"},
+	"invalid-mirror-order.yaml": {
+		`line 7: mirrors[1].mirror: Duplicate value: "m1.example.com/hub/ (mirrors[0] lists the same mirror for index.docker.io)"`,
+		`line 9: mirrors[2].mirror: Invalid value: "m2.example.com": is on registry m2.example.com, which mirrors[3] mirrors itself`,
+		`line 13: mirrors[4].mirror: Invalid value: "m1.example.com/hub": serves docker.io in mirrors[0]`,
+	},
 	"invalid-shared-host.yaml":   {"line 8: mirrors[1].mirror: Invalid value: \"harbor.example.com/ghcr\": shares host harbor.example.com with mirrors[0]"},
 	"invalid-cachettl-zero.yaml": {"line 4: resolve.cacheTTL: Invalid value: \"0s\": must be positive", "line 5: resolve.maxStale: Invalid value"},
 	"invalid-registries.yaml": {
@@ -213,8 +217,8 @@ func TestMirrorMatching(t *testing.T) {
 	}
 	for _, alias := range []string{"docker.io", "index.docker.io", "registry-1.docker.io"} {
 		m, ok := c.MirrorFor(alias)
-		if !ok || m.Host != "harbor.example.com" || m.Prefix != "dockerhub" {
-			t.Errorf("%s: got %+v %v", alias, m, ok)
+		if !ok || m.Host != "harbor.example.com" || m.Prefix != "dockerhub" || c.AlternateMirrors(alias) != nil {
+			t.Errorf("%s: got %+v %v, alternates %+v", alias, m, ok, c.AlternateMirrors(alias))
 		}
 	}
 	if _, ok := c.MirrorFor("quay.io"); ok {
@@ -278,4 +282,48 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("nil policy without an error")
 		}
 	})
+}
+
+// TestMirrorOrder: entries with the same registry are its mirrors in the order listed, each with
+// its own connection, and an image already on any of them is recognised as on a mirror.
+func TestMirrorOrder(t *testing.T) {
+	t.Parallel()
+	c, err := policy.Load("testdata/valid-failover.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		registry string
+		want     []string // host/prefix, in order
+		creds    []string
+	}{
+		{registry: "docker.io", want: []string{"m1.example.com/dockerhub", "m2.example.com/dockerhub"}, creds: []string{"m1-robot", ""}},
+		{registry: "registry-1.docker.io", want: []string{"m1.example.com/dockerhub", "m2.example.com/dockerhub"}, creds: []string{"m1-robot", ""}},
+		{registry: "quay.io", want: []string{"m1.example.com/quay"}, creds: []string{"m1-robot"}},
+		{registry: "ghcr.io"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.registry, func(t *testing.T) {
+			t.Parallel()
+			var ms []policy.MirrorTarget
+			if m, ok := c.MirrorFor(tc.registry); ok {
+				ms = append([]policy.MirrorTarget{m}, c.AlternateMirrors(tc.registry)...)
+			}
+			var got, creds []string
+			for _, m := range ms {
+				got = append(got, m.Host+"/"+m.Prefix)
+				creds = append(creds, m.Source.CredentialsSecret)
+			}
+			if strings.Join(got, ",") != strings.Join(tc.want, ",") || strings.Join(creds, ",") != strings.Join(tc.creds, ",") {
+				t.Errorf("mirrors %v with credentials %v, want %v with %v", got, creds, tc.want, tc.creds)
+			}
+		})
+	}
+	if m, ok := c.OnMirror("m2.example.com", "dockerhub/library/nginx"); !ok || m.Registry != "docker.io" {
+		t.Errorf("an image on the second mirror: %+v %v", m, ok)
+	}
+	c.AlternateMirrors("docker.io")[0].Host = "changed"
+	if c.AlternateMirrors("docker.io")[0].Host != "m2.example.com" {
+		t.Error("AlternateMirrors hands out the compiled policy's own slice")
+	}
 }

@@ -41,7 +41,8 @@ type Policy struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Mode       Mode   `json:"mode,omitempty"`
-	// Mirrors maps upstream registries to the mirrors nodes pull from.
+	// Mirrors maps upstream registries to the mirrors nodes pull from. A registry listed more
+	// than once has its mirrors tried in the order listed (failover).
 	Mirrors []Mirror `json:"mirrors,omitempty"`
 	// Registries are registries pullgate talks to directly: those of images without a mirror,
 	// and upstreams asked by fallbackToUpstream. Listing one gives its connection settings and
@@ -69,7 +70,9 @@ type Policy struct {
 	SyncCredentials []SyncCredential `json:"syncCredentials,omitempty"`
 }
 
-// Mirror is one upstream registry and the mirror that serves it.
+// Mirror is one upstream registry and a mirror that serves it. Entries with the same registry
+// are tried in order, each with its own connection: an image goes to the first that serves
+// its tag, and its digest is pinned against that one only.
 type Mirror struct {
 	// Registry is the upstream host[:port]; docker.io, index.docker.io and registry-1.docker.io
 	// name the same registry.

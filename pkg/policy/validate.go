@@ -86,35 +86,63 @@ func validateGlobs(fld *field.Path, globs []string) field.ErrorList {
 
 func validateMirrors(fld *field.Path, mirrors []Mirror) field.ErrorList {
 	var errs field.ErrorList
-	upstreams := map[string]int{}
+	upstreams := map[string]int{} // canonical registry -> its first entry
+	regs := make([]string, len(mirrors))
+	targets := make([]*MirrorTarget, len(mirrors))
 	for i, m := range mirrors {
 		p := fld.Index(i)
 		if m.Registry == "" {
 			errs = append(errs, field.Required(p.Child("registry"), "the upstream registry host, e.g. docker.io"))
 		} else if reg, err := parseRegistry(m.Registry); err != nil {
 			errs = append(errs, field.Invalid(p.Child("registry"), m.Registry, err.Error()))
-		} else if j, dup := upstreams[reg]; dup {
-			errs = append(errs, field.Duplicate(p.Child("registry"), fmt.Sprintf("%s (same registry as mirrors[%d])", m.Registry, j)))
 		} else {
-			upstreams[reg] = i
+			regs[i] = reg
+			if _, seen := upstreams[reg]; !seen {
+				upstreams[reg] = i
+			}
 		}
 		if m.Mirror == "" {
 			errs = append(errs, field.Required(p.Child("mirror"), "host[:port][/path-prefix] of the mirror"))
-		} else if _, err := parseMirror(m.Mirror, m.Insecure); err != nil {
+		} else if mt, err := parseMirror(m.Mirror, m.Insecure); err != nil {
 			errs = append(errs, field.Invalid(p.Child("mirror"), m.Mirror, err.Error()))
+		} else {
+			targets[i] = &mt
 		}
 		errs = append(errs, validateConnection(p, m.Connection)...)
 		errs = append(errs, validateWarm(p.Child("warm"), m.Warm)...)
 	}
 	errs = append(errs, validateSharedHosts(fld, mirrors)...)
-	// A mirror host that is itself a mirrored upstream would be rewritten twice.
-	for i, m := range mirrors {
-		if mt, err := parseMirror(m.Mirror, m.Insecure); err == nil {
-			if j, ok := upstreams[mt.Host]; ok && j != i {
-				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, fmt.Sprintf("is on registry %s, which mirrors[%d] mirrors itself", mirrors[j].Registry, j)))
-			} else if ok && j == i && mt.Prefix == "" {
-				errs = append(errs, field.Invalid(fld.Index(i).Child("mirror"), m.Mirror, "a registry cannot be its own mirror"))
-			}
+	errs = append(errs, validateMirrorOrder(fld, mirrors, regs, targets, upstreams)...)
+	return errs
+}
+
+// validateMirrorOrder rejects mirror lists that contradict themselves: a mirror that is itself a
+// mirrored upstream (an image would be rewritten twice), an entry listed twice, and one mirror
+// location serving two registries (an image on it would have two upstreams). regs and targets
+// are the parsed entries, "" and nil where they do not parse.
+func validateMirrorOrder(fld *field.Path, mirrors []Mirror, regs []string, targets []*MirrorTarget, upstreams map[string]int) field.ErrorList {
+	var errs field.ErrorList
+	serves := map[string]int{} // mirror location (host/prefix) -> its first entry
+	for i, mt := range targets {
+		if mt == nil {
+			continue
+		}
+		p := fld.Index(i).Child("mirror")
+		if j, ok := upstreams[mt.Host]; ok && regs[j] != regs[i] {
+			errs = append(errs, field.Invalid(p, mirrors[i].Mirror, fmt.Sprintf("is on registry %s, which mirrors[%d] mirrors itself", mirrors[j].Registry, j)))
+		} else if ok && mt.Prefix == "" {
+			errs = append(errs, field.Invalid(p, mirrors[i].Mirror, "a registry cannot be its own mirror"))
+		}
+		loc := mt.Host + "/" + mt.Prefix
+		j, seen := serves[loc]
+		switch {
+		case !seen:
+			serves[loc] = i
+		case regs[i] != "" && regs[j] == regs[i]:
+			errs = append(errs, field.Duplicate(p, fmt.Sprintf("%s (mirrors[%d] lists the same mirror for %s)", mirrors[i].Mirror, j, mirrors[i].Registry)))
+		case regs[i] != "" && regs[j] != "":
+			errs = append(errs, field.Invalid(p, mirrors[i].Mirror, fmt.Sprintf(
+				"serves %s in mirrors[%d]; one mirror location serves one registry (give each its own path prefix)", mirrors[j].Registry, j)))
 		}
 	}
 	return errs

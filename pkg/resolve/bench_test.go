@@ -2,6 +2,7 @@ package resolve_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,26 @@ func BenchmarkResolve(b *testing.B) {
 			}
 		}
 	})
+
+	// What a warm admission asks: Cached, with and without a second mirror to fail over to
+	// (never asked while the first serves).
+	for _, alternates := range []int{0, 1} {
+		b.Run(fmt.Sprintf("cached-alternates-%d", alternates), func(b *testing.B) {
+			r := newResolver(b, newClock(), resolve.Options{}, reg)
+			req := request(reg.ref(b, "app:v1"))
+			for range alternates {
+				req.Alternates = append(req.Alternates, reg.ref(b, "other:v1"))
+			}
+			if _, err := r.Resolve(ctx, req); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if o, ok := r.Cached(req); !ok || o.Err != nil || o.Failover != nil {
+					b.Fatal(o, ok)
+				}
+			}
+		})
+	}
 
 	// Every iteration finds its entry expired and asks the local registry (ping + HEAD).
 	b.Run("miss", func(b *testing.B) {

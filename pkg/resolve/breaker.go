@@ -2,6 +2,7 @@ package resolve
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,20 @@ const breakerCap = 1024
 type breakers struct {
 	mu sync.Mutex
 	m  map[string]*breaker
+	// notClosed counts the breakers that are open or half-open, so that a request with
+	// alternates learns that every circuit is closed without a lock.
+	notClosed atomic.Int64
+}
+
+// refusing reports whether key's breaker, if there is one, refuses calls now, and until when.
+func (b *breakers) refusing(key string, now time.Time) (time.Time, bool) {
+	b.mu.Lock()
+	br, ok := b.m[key]
+	b.mu.Unlock()
+	if !ok {
+		return time.Time{}, false
+	}
+	return br.refusing(now)
 }
 
 func (b *breakers) get(host, label string) *breaker {
@@ -111,6 +126,19 @@ func (b *breaker) release() {
 	if b.state == halfOpen {
 		b.state = open
 	}
+}
+
+// refusing is allow without its side effect: whether a call would fail fast now.
+func (b *breaker) refusing(now time.Time) (time.Time, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case open:
+		return b.until, now.Before(b.until)
+	case halfOpen:
+		return b.until, true
+	}
+	return time.Time{}, false
 }
 
 func (b *breaker) idle() bool {

@@ -10,6 +10,10 @@
 // ErrUnauthorized, ErrTimeout, ErrCircuitOpen, ErrRegistry or ErrForbiddenAddress (or
 // context.Canceled).
 //
+// A request with alternates (the same image on its registry's further mirrors) is a failover
+// (failover.go): its candidates are tried in order, each under its own registry settings and
+// breakers, and the Resolution says which one served and why the others were passed over.
+//
 // Pod authors pick the registries of their images, so registries the options do not list are
 // reached at public unicast addresses only, checked as each connection opens (after name
 // resolution, for every redirect and token realm too), unless Options.AllowPrivateUnlisted.

@@ -185,7 +185,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		}
 	} else {
 		r.settle(ctx, cfg, br, host, f)
-		slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)
+		r.breakers.notClosed.Add(int64(slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)))
 	}
 	return digest, f.err
 }
@@ -193,6 +193,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 // settle records the outcome of a call the breaker allowed, which reached the registry.
 func (r *Resolver) settle(ctx context.Context, cfg *config, br *breaker, host string, f failure) {
 	change := br.done(cfg.now(), f.trips, cfg.failures, cfg.cooldown)
+	r.breakers.notClosed.Add(int64(change))
 	if br.label == "" {
 		// A repository's breaker: the gauge counts hosts.
 		if change == 1 {

@@ -119,8 +119,15 @@ func (c *config) tag(t name.Tag) (name.Tag, error) {
 func (r *Resolver) Resolve(ctx context.Context, req contract.ResolveRequest) (contract.Resolution, error) {
 	start := time.Now()
 	cfg := r.cfg.Load()
-	res, outcome, err := r.resolve(ctx, cfg, req)
-	r.metrics.duration.WithLabelValues(r.label(req.Ref.Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
+	var res contract.Resolution
+	var outcome string
+	var err error
+	if len(req.Alternates) == 0 {
+		res, outcome, err = r.resolve(ctx, cfg, req)
+	} else {
+		res, outcome, err = r.failover(ctx, cfg, req)
+	}
+	r.metrics.duration.WithLabelValues(r.label(req.Candidate(res.Served()).Context().RegistryStr()), outcome).Observe(time.Since(start).Seconds())
 	return res, err
 }
 
@@ -133,8 +140,11 @@ func (r *Resolver) Cached(req contract.ResolveRequest) (contract.Outcome, bool) 
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
 		return contract.Outcome{}, false
 	}
+	if len(req.Alternates) > 0 {
+		return r.cachedFailover(cfg, req)
+	}
 	start := time.Now()
-	res, outcome, err, ok := r.fromCache(cfg, cacheKey(cfg, req, ""), req)
+	res, outcome, err, ok := r.fromCache(cfg, cacheKey(cfg, req.Ref, ""), req.Ref)
 	if !ok {
 		return contract.Outcome{}, false
 	}
@@ -143,35 +153,37 @@ func (r *Resolver) Cached(req contract.ResolveRequest) (contract.Outcome, bool) 
 }
 
 // Stale returns the last digest for req that MaxStale still allows, without asking the registry.
+// With alternates, the candidates whose circuits are closed come first, each in order.
 func (r *Resolver) Stale(req contract.ResolveRequest) (contract.Resolution, bool) {
 	cfg := r.cfg.Load()
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
 		return contract.Resolution{}, false
 	}
-	digest, ok := r.cache.stale(cacheKey(cfg, req, ""), cfg.now(), cfg)
-	if !ok {
-		return contract.Resolution{}, false
+	for _, i := range r.preferred(cfg, req) {
+		if digest, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), ""), cfg.now(), cfg); ok {
+			r.metrics.cache.WithLabelValues("stale").Inc()
+			return contract.Resolution{Digest: digest, Stale: true, Failover: failedOver(i, nil)}, true
+		}
 	}
-	r.metrics.cache.WithLabelValues("stale").Inc()
-	return contract.Resolution{Digest: digest, Stale: true}, true
+	return contract.Resolution{}, false
 }
 
 // cacheKey names an answer: the normalized reference (Name() is index.docker.io/library/...,
 // whatever the insecure flag) and the credential identities, which keep answers obtained with
 // different credentials apart.
-func cacheKey(cfg *config, req contract.ResolveRequest, podID string) string {
-	return req.Ref.Name() + "\x00" + cfg.registry(req.Ref.Context().RegistryStr()).credentialID + "\x00" + podID
+func cacheKey(cfg *config, ref name.Tag, podID string) string {
+	return ref.Name() + "\x00" + cfg.registry(ref.Context().RegistryStr()).credentialID + "\x00" + podID
 }
 
-// fromCache returns the cache's answer for key, if it has one, and counts it.
-func (r *Resolver) fromCache(cfg *config, key string, req contract.ResolveRequest) (contract.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
+// fromCache returns the cache's answer for key, ref's, if it has one, and counts it.
+func (r *Resolver) fromCache(cfg *config, key string, ref name.Tag) (contract.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
 	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		r.metrics.cache.WithLabelValues("hit").Inc()
 		return contract.Resolution{Digest: digest}, outcomeHit, nil, true
 	case lookupNegative:
 		r.metrics.cache.WithLabelValues("negative").Inc()
-		return contract.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL), true
+		return contract.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL), true
 	}
 	return contract.Resolution{}, "", nil, false
 }
@@ -189,43 +201,73 @@ type podCreds struct {
 }
 
 func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.ResolveRequest) (contract.Resolution, string, error) {
-	var pod podCreds
-	var err error
-	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
-		pod.keychain, pod.id, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
-		if err != nil {
-			return contract.Resolution{}, outcomeUnauthorized, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
-		}
+	pod, err := r.podCreds(ctx, cfg, req)
+	if err != nil {
+		return contract.Resolution{}, outcomeUnauthorized, err
 	}
-	key := cacheKey(cfg, req, pod.id)
-	if res, outcome, err, ok := r.fromCache(cfg, key, req); ok {
+	key := cacheKey(cfg, req.Ref, pod.id)
+	if res, outcome, err, ok := r.fromCache(cfg, key, req.Ref); ok {
 		return res, outcome, err
 	}
-	r.metrics.cache.WithLabelValues("miss").Inc()
-	ref, err := cfg.tag(req.Ref)
+	upstream, err := upstreamOf(cfg, req, req.Ref)
 	if err != nil {
-		return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Ref, ErrRegistry, err)
+		return contract.Resolution{}, outcomeError, err
 	}
-	if ctx.Err() != nil {
-		return r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
-	}
+	return r.ask(ctx, cfg, key, req.Ref, upstream, pod, true)
+}
 
-	var upstream *name.Tag
-	if cfg.fallback && req.Upstream.RepositoryStr() != "" && req.Upstream.Name() != req.Ref.Name() {
-		up, err := cfg.tag(req.Upstream)
+// podCreds reads the pod's pull secrets, when the request carries them and the options allow.
+func (r *Resolver) podCreds(ctx context.Context, cfg *config, req contract.ResolveRequest) (podCreds, error) {
+	var pod podCreds
+	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
+		var err error
+		pod.keychain, pod.id, err = cfg.podSecrets(ctx, req.Namespace, req.PullSecrets)
 		if err != nil {
-			return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
+			return pod, fmt.Errorf("resolve %s: %w: reading pull secrets of namespace %s: %w", req.Ref, ErrUnauthorized, req.Namespace, err)
 		}
-		upstream = &up
 	}
+	return pod, nil
+}
 
+// upstreamOf is the upstream to fall back to when ref's mirror fails, nil when the options or
+// the request allow none.
+func upstreamOf(cfg *config, req contract.ResolveRequest, ref name.Tag) (*name.Tag, error) {
+	if !cfg.fallback || req.Upstream.RepositoryStr() == "" || req.Upstream.Name() == ref.Name() {
+		return nil, nil
+	}
+	up, err := cfg.tag(req.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
+	}
+	return &up, nil
+}
+
+// ask asks the registry for ref's digest on a cache miss, through the flight shared by every
+// caller of key. With stale, a registry failure is answered from an expired entry when
+// MaxStale allows.
+func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds, stale bool) (contract.Resolution, string, error) {
+	fail := func(err error) (contract.Resolution, string, error) {
+		if stale {
+			return r.orStale(ctx, cfg, key, ref, err)
+		}
+		return contract.Resolution{}, outcomeOf(err), err
+	}
+	r.metrics.cache.WithLabelValues("miss").Inc()
+	t, err := cfg.tag(ref)
+	if err != nil {
+		return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", ref, ErrRegistry, err)
+	}
+	ref = t
+	if ctx.Err() != nil {
+		return fail(callerError(ctx, ref))
+	}
 	ch := r.flights.DoChan(key, func() (any, error) {
 		return r.flight(ctx, cfg, key, ref, upstream, pod)
 	})
 	select {
 	case res := <-ch:
 		if res.Err != nil {
-			return r.orStale(ctx, cfg, key, ref, res.Err)
+			return fail(res.Err)
 		}
 		fr := res.Val.(flightResult)
 		if fr.fallback {
@@ -234,7 +276,7 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 		return contract.Resolution{Digest: fr.digest}, outcomeResolved, nil
 	case <-ctx.Done():
 		// The shared call goes on for the other callers and fills the cache.
-		res, outcome, err := r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
+		res, outcome, err := fail(callerError(ctx, ref))
 		if errors.Is(err, ErrTimeout) {
 			host := ref.Context().RegistryStr()
 			r.metrics.firstSight.WithLabelValues(r.label(host)).Inc()
