@@ -191,7 +191,7 @@ func TestDecide(t *testing.T) {
 		{ns: "dev-10", mode: policy.ModeAudit, pull: "Never", secrets: "a,b"},
 	}
 	for _, tc := range cases {
-		d := c.Decide(tc.ns, tc.labels)
+		d := c.Decide(tc.ns, tc.labels, nil)
 		if d.Excluded != tc.excluded {
 			t.Errorf("%s %v: excluded %v, want %v", tc.ns, tc.labels, d.Excluded, tc.excluded)
 			continue
