@@ -153,14 +153,14 @@ func listCluster(ctx context.Context, kube kubernetes.Interface, namespace strin
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
 		}
-		nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels})
+		nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})
 	} else {
 		list, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing namespaces: %w", err)
 		}
 		for _, ns := range list.Items {
-			nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels})
+			nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})
 		}
 	}
 	var pods []*corev1.Pod

@@ -117,7 +117,7 @@ func (c *Controller) scan(ctx context.Context, listPods func(labels.Selector) ([
 	}
 	nss := make([]Namespace, len(list))
 	for i, n := range list {
-		nss[i] = Namespace{Name: n.Name, Labels: n.Labels}
+		nss[i] = Namespace{Name: n.Name, Labels: n.Labels, Annotations: n.Annotations}
 	}
 	s := Plan(pol, nss, pods, c.Options)
 	findings := s.Finish(Resolve(ctx, c.Resolver, s.Requests(), 8, pol.ResolveTimeout(), nil))

@@ -63,6 +63,8 @@ const NotLookedUp = "(digest not looked up)"
 type Namespace struct {
 	Name   string
 	Labels map[string]string
+	// Annotations carry the overrides policy.TenantOverrides may allow.
+	Annotations map[string]string
 }
 
 // Options are the settings of a scan.
@@ -204,11 +206,12 @@ func (s *Scan) planPod(ns *nsScan, pod *corev1.Pod, opts Options) podScan {
 		return ps
 	}
 	plan, err := mutate.NewPlan(s.pol, mutate.Input{
-		Operation:       admissionv1.Create,
-		Namespace:       pod.Namespace,
-		NamespaceLabels: labels,
-		OwnNamespace:    opts.OwnNamespace,
-		Object:          raw,
+		Operation:            admissionv1.Create,
+		Namespace:            pod.Namespace,
+		NamespaceLabels:      labels,
+		NamespaceAnnotations: ns.Annotations,
+		OwnNamespace:         opts.OwnNamespace,
+		Object:               raw,
 	})
 	if err != nil {
 		ps.skip = InvalidPod
@@ -330,83 +333,4 @@ func hasDrift(fs []Finding) bool {
 		}
 	}
 	return false
-}
-
-// podFindings turns one pod's would-be changes into findings, and counts them.
-func podFindings(ps podScan, r mutate.Result, enforce bool, generation string, c *Counts) []Finding {
-	var out []Finding
-	cause := ""
-	if enforce {
-		cause = driftCause(ps.original, generation)
-	}
-	notLookedUp := map[string]bool{}
-	for _, u := range r.Unpinnable {
-		if u.Reason == ErrNotResolved.Error() {
-			notLookedUp[u.Field] = true
-			c.Pin++
-			out = append(out, finding(RulePin, u.Field, u.Image, NotLookedUp, enforce, cause))
-			continue
-		}
-		c.Unpinnable++
-		out = append(out, Finding{Rule: RuleUnpinnable, Result: ResultWarn, Field: u.Field, From: u.Image, Reason: u.Reason})
-	}
-	for _, ch := range r.Changes {
-		rule := RulePin
-		switch ch.Action {
-		case mutate.ActionRewrite:
-			rule = RuleRewrite
-			c.Rewrite++
-		case mutate.ActionPin:
-			c.Pin++
-		case mutate.ActionPullPolicy:
-			rule = RulePullPolicy
-			c.PullPolicy++
-		case mutate.ActionPullSecret:
-			rule = RulePullSecret
-			c.PullSecret++
-		}
-		out = append(out, finding(rule, ch.Field, ch.From, ch.To, enforce, cause))
-	}
-	return out
-}
-
-// finding is a change as a finding: a warning of what opting in or enforcing would do, or, in an
-// enforce namespace, drift.
-func finding(rule, field, from, to string, enforce bool, cause string) Finding {
-	if !enforce {
-		return Finding{Rule: rule, Result: ResultWarn, Field: field, From: from, To: to}
-	}
-	f := Finding{Rule: RuleDrift, Result: ResultFail, Field: field, From: from, To: to, Cause: cause, Reason: rule}
-	if rule == RuleRewrite {
-		f.Rule, f.Reason = RuleNotFromMirror, ""
-	}
-	return f
-}
-
-func driftCause(original, generation string) string {
-	if original == "" {
-		return CauseNotAdmitted
-	}
-	o, err := mutate.ParseOriginal(original)
-	if err != nil || o.Policy != generation {
-		return CausePolicyChanged
-	}
-	return CauseAdmittedUnpinned
-}
-
-// TopOwner is the pod's top-level owner as far as the pod tells: a ReplicaSet named after its
-// pod-template-hash label is a Deployment's; a bare pod is its own.
-func TopOwner(pod *corev1.Pod) Workload {
-	for _, o := range pod.OwnerReferences {
-		if o.Controller == nil || !*o.Controller {
-			continue
-		}
-		if o.Kind == "ReplicaSet" {
-			if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
-				return Workload{APIVersion: "apps/v1", Kind: "Deployment", Name: strings.TrimSuffix(o.Name, "-"+h)}
-			}
-		}
-		return Workload{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name}
-	}
-	return Workload{APIVersion: "v1", Kind: "Pod", Name: pod.Name}
 }
