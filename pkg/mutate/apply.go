@@ -71,10 +71,7 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 	for _, ip := range p.images {
 		digest := ip.ref.digest
 		if ip.request != nil {
-			o, ok := outcomes[ip.request.Ref.String()]
-			if !ok {
-				o.Err = fmt.Errorf("not resolved")
-			}
+			o := ip.outcome(outcomes)
 			switch {
 			case o.Err != nil && p.OnError == policy.OnErrorDeny:
 				r.Unpinned++

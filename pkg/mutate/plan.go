@@ -87,6 +87,7 @@ type Plan struct {
 
 	images        []imagePlan
 	secrets       []string // names to append
+	injected      []string // names the pod has or gets from the policy
 	createSecrets bool     // the pod has no imagePullSecrets yet: add the whole list
 	warnings      []string
 	problems      []Unpinnable // image fields left untouched because they cannot be read
@@ -165,6 +166,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	// Pull secrets only serve image fields; without any there may be no spec to add them to.
 	if in.Operation == admissionv1.Create && len(candidates) > 0 {
 		p.secrets, p.createSecrets = missingSecrets(pod.Spec.ImagePullSecrets, d.PullSecrets)
+		p.injected = d.PullSecrets
 	}
 	return p, nil
 }
