@@ -2,9 +2,11 @@ package chart
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -93,4 +95,45 @@ func dig(t *testing.T, m map[string]any, keys ...string) map[string]any {
 		m = next
 	}
 	return m
+}
+
+// TestSchemaOwnersAgreeWithValidate: the chart's schema spells exclude.owners as a pattern and
+// pkg/policy as code; on each example both accept or both refuse, so that helm install and
+// "webhook policy check" never disagree (a bare "*" once passed the schema and failed the
+// webhook's policy load).
+func TestSchemaOwnersAgreeWithValidate(t *testing.T) {
+	t.Parallel()
+	dir, err := Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	items := dig(t, schema, "properties", "policy", "properties", "exclude", "properties", "owners", "items")
+	// The pattern is written in the subset that ECMA-262 and RE2 read alike.
+	pattern, err := regexp.Compile(items["pattern"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{
+		"Pod", "StatefulSet", "apps/StatefulSet", "postgresql.cnpg.io/Cluster", "argoproj.io/*", "a-b.example/Kind", "x/K9",
+		"*", "/Kind", "apps/", "", "*/Cluster", "Apps/Deployment", "apps/v1/Deployment", "pod", "apps/pod",
+		"a..b/Kind", "-a/Kind", "a-/Kind", "apps/*/x", "apps/K-ind",
+	} {
+		t.Run(owner, func(t *testing.T) {
+			t.Parallel()
+			schemaOK := pattern.MatchString(owner)
+			doc := fmt.Sprintf("apiVersion: pullgate.dev/v1alpha1\nkind: Policy\nexclude: {owners: [%q]}\n", owner)
+			_, err := policy.Check([]byte(doc))
+			if schemaOK != (err == nil) {
+				t.Errorf("schema accepts %q: %v; policy check: %v", owner, schemaOK, err)
+			}
+		})
+	}
 }
