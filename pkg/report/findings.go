@@ -108,6 +108,9 @@ type Counts struct {
 	PullPolicy int
 	PullSecret int
 	Unpinnable int
+	// MissingPullSecret and PlatformMismatch count the results of Inspect's checks.
+	MissingPullSecret int
+	PlatformMismatch  int
 }
 
 // NamespaceFindings is what the scan found in one namespace.
@@ -117,9 +120,11 @@ type NamespaceFindings struct {
 	Mode string
 	Rule string
 	Pods int
-	// Changed counts the pods with at least one finding; Drifted those of an enforce namespace.
+	// Changed counts the pods with at least one change to find; Drifted those of an enforce
+	// namespace; Flagged those with a result of Inspect's checks.
 	Changed int
 	Drifted int
+	Flagged int
 	Counts  Counts
 	// Skipped counts pods left alone by reason (pkg/mutate's Skip* words, or "invalid" for a
 	// pod the planner cannot read).
@@ -258,9 +263,14 @@ func (s *Scan) Requests() []contract.ResolveRequest { return s.reqs }
 
 // Finish applies the digests (keyed as mutate.Plan.Apply reads them) and gathers the findings.
 func (s *Scan) Finish(outcomes map[string]contract.Outcome) *Findings {
+	return s.FinishWith(outcomes, Checks{})
+}
+
+// FinishWith is Finish with the results of Inspect's checks among the findings.
+func (s *Scan) FinishWith(outcomes map[string]contract.Outcome, checks Checks) *Findings {
 	f := &Findings{Generation: s.pol.Generation()}
 	for _, ns := range s.nss {
-		f.Namespaces = append(f.Namespaces, s.finishNamespace(ns, outcomes))
+		f.Namespaces = append(f.Namespaces, s.finishNamespace(ns, outcomes, checks))
 	}
 	return f
 }
@@ -271,7 +281,7 @@ type workloadAcc struct {
 	skips    map[string]int
 }
 
-func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome) NamespaceFindings {
+func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome, checks Checks) NamespaceFindings {
 	nf := NamespaceFindings{Name: ns.Name, Mode: cmp.Or(ns.mode, ModeExcluded), Rule: ns.rule, Pods: len(ns.pods), Skipped: map[string]int{}}
 	if ns.mode == "" && !OptedIn(ns.Labels) {
 		nf.Mode = ModeNotOptedIn // every pod was skipped for its own reasons
@@ -298,6 +308,10 @@ func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome)
 			if enforce && hasDrift(found) {
 				nf.Drifted++
 			}
+		}
+		if checked := checkFindings(ns.Name, ps, outcomes, checks, enforce, &nf.Counts); len(checked) > 0 {
+			nf.Flagged++
+			found = append(found, checked...)
 		}
 		for _, fd := range found {
 			if i, ok := acc.findings[fd]; ok {
