@@ -209,12 +209,13 @@ type Decision struct {
 // Decide returns the settings for a namespace. The mode comes from, in order: the matching
 // rule's mode (the platform team's explicit word for those namespaces), the namespace's
 // pullgate.dev/mode label (the opt-in), and the policy's mode. The namespace's annotations then
-// narrow that as far as tenantOverrides allows (see tenant.go).
+// narrow that as far as tenantOverrides (the rule's, else the policy's) allows (see tenant.go).
 func (c *Compiled) Decide(namespace string, nsLabels, nsAnnotations map[string]string) Decision {
 	if matchAny(c.excludeNS, namespace) {
 		return Decision{Excluded: true}
 	}
 	d := Decision{Mode: c.policy.Mode, PullPolicy: c.policy.PullPolicy, PullSecrets: c.policy.ImagePullSecrets, PodOptOut: c.policy.AllowPodOptOut}
+	allow := c.policy.TenantOverrides
 	switch strings.ToLower(nsLabels[ModeLabel]) {
 	case "audit":
 		d.Mode = ModeAudit
@@ -235,9 +236,12 @@ func (c *Compiled) Decide(namespace string, nsLabels, nsAnnotations map[string]s
 		if len(r.ImagePullSecrets) > 0 {
 			d.PullSecrets = r.ImagePullSecrets
 		}
+		if r.TenantOverrides != nil {
+			allow = *r.TenantOverrides
+		}
 		break
 	}
-	c.applyOverrides(&d, nsAnnotations)
+	c.applyOverrides(&d, nsAnnotations, allow)
 	return d
 }
 

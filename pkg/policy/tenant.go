@@ -81,10 +81,9 @@ func (d Decision) PreferredMirror(registry string) (MirrorTarget, bool) {
 	return m, ok
 }
 
-// applyOverrides narrows a namespace's decision by its annotations, as far as tenantOverrides
-// allows, and records what became of each.
-func (c *Compiled) applyOverrides(d *Decision, annotations map[string]string) {
-	allow := c.policy.TenantOverrides
+// applyOverrides narrows a namespace's decision by its annotations, as far as allow permits,
+// and records what became of each.
+func (c *Compiled) applyOverrides(d *Decision, annotations map[string]string, allow TenantOverrides) {
 	if v, ok := annotations[ModeAnnotation]; ok {
 		d.Overrides = append(d.Overrides, c.modeOverride(d, v, allow.Audit))
 	}

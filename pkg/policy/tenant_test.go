@@ -77,6 +77,9 @@ func TestTenantOverrides(t *testing.T) {
 		"all three": {pol: allowed, labels: enforce, annotations: map[string]string{policy.ModeAnnotation: "Audit", policy.PodOptOutAnnotation: "true", policy.MirrorAnnotation: "harbor.example.com/ghcr"},
 			mode: policy.ModeAudit, podOptOut: true, preferred: map[string]string{"ghcr.io": "harbor.example.com/ghcr"},
 			outcomes: []string{"pullgate.dev/mode=applied", "pullgate.dev/allow-pod-opt-out=applied", "pullgate.dev/mirror=applied"}},
+		// A rule's tenantOverrides replace the policy's: none for prod.
+		"rule allows none": {pol: allowed, labels: map[string]string{policy.ModeLabel: "enforce", "env": "prod"}, annotations: map[string]string{policy.ModeAnnotation: "Audit", policy.PodOptOutAnnotation: "true"},
+			mode: policy.ModeEnforce, outcomes: []string{"pullgate.dev/mode=not-allowed", "pullgate.dev/allow-pod-opt-out=not-allowed"}},
 		"unrelated annotations": {pol: closed, labels: enforce, annotations: map[string]string{"team": "a", "pullgate.dev/other": "x"}, mode: policy.ModeEnforce},
 	}
 	for name, tc := range cases {

@@ -174,4 +174,7 @@ type Rule struct {
 	PullPolicy        corev1.PullPolicy     `json:"pullPolicy,omitempty"`
 	// ImagePullSecrets, when set, replace the top-level list for these namespaces.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	// TenantOverrides, when set, replace the top-level ones for these namespaces (say, none for
+	// production).
+	TenantOverrides *TenantOverrides `json:"tenantOverrides,omitempty"`
 }

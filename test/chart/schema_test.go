@@ -31,16 +31,30 @@ func TestSchemaCoversPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol := dig(t, schema, "properties", "policy")
-	compare(t, "policy", reflect.TypeFor[policy.Policy](), pol, map[string]bool{"apiVersion": true, "kind": true})
+	compare(t, "policy", reflect.TypeFor[policy.Policy](), resolver(schema)(pol), map[string]bool{"apiVersion": true, "kind": true}, resolver(schema))
+}
+
+// resolver follows a node's "#/definitions/..." $ref, as shared definitions are written.
+func resolver(schema map[string]any) func(map[string]any) map[string]any {
+	defs, _ := schema["definitions"].(map[string]any)
+	return func(node map[string]any) map[string]any {
+		if ref, ok := node["$ref"].(string); ok {
+			if def, ok := defs[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any); ok {
+				return def
+			}
+		}
+		return node
+	}
 }
 
 // compare walks a Go struct type and a JSON schema object side by side.
-func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, skip map[string]bool) {
+func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, skip map[string]bool, deref func(map[string]any) map[string]any) {
 	t.Helper()
+	node = deref(node)
 	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
 		typ = typ.Elem()
 		if items, ok := node["items"].(map[string]any); ok {
-			node = items
+			node = deref(items)
 		}
 	}
 	if typ.Kind() != reflect.Struct || typ.PkgPath() != reflect.TypeFor[policy.Policy]().PkgPath() {
@@ -57,7 +71,7 @@ func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, s
 			t.Errorf("values.schema.json lacks %s.%s, which the policy accepts", path, name)
 			continue
 		}
-		compare(t, path+"."+name, ft, sub, nil)
+		compare(t, path+"."+name, ft, sub, nil, deref)
 	}
 	for name := range props {
 		if _, ok := fields[name]; !ok {
