@@ -117,15 +117,18 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		}
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
+	dryRun := req.DryRun != nil && *req.DryRun
 	if plan.Skip != "" {
 		logger.V(1).Info("Skipped", "reason", plan.Skip)
+		if !dryRun {
+			countOverrides(plan.Overrides) // a pod opted out by its namespace's leave
+		}
 		return h.skip(plan.Skip, plan.Skip)
 	}
 	outcomes := h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout())
-	warnings = append(warnings, h.checkPlatforms(ctx, pol, plan, outcomes, req.DryRun != nil && *req.DryRun)...)
+	warnings = append(warnings, h.checkPlatforms(ctx, pol, plan, outcomes, dryRun)...)
 	res := plan.Apply(outcomes)
 	res.Warnings = append(warnings, res.Warnings...)
-	dryRun := req.DryRun != nil && *req.DryRun
 	res.Warnings = append(res.Warnings, h.secretWarnings(ctx, req.Namespace, plan, dryRun)...)
 	h.record(req.Namespace, plan, res, dryRun)
 	logger.V(1).Info("Decided", "mode", plan.Mode, "rule", plan.Rule, "changes", len(res.Changes), "warnings", len(res.Warnings), "denied", res.Deny != "", "dryRun", dryRun)

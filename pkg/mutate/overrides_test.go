@@ -110,7 +110,7 @@ func TestOverrideMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := mutate.StaticNamespace{Labels: map[string]string{policy.ModeLabel: "enforce"},
-		Annotations: map[string]string{policy.MirrorAnnotation: "mirror.example.com/hub,other.example.com", policy.ModeAnnotation: "Audit"}}
+		Annotations: map[string]string{policy.MirrorAnnotation: "mirror.example.com/hub,other.example.com", policy.ModeAnnotation: "Audit", policy.PodOptOutAnnotation: "true"}}
 	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, Namespaces: ns})
 	obj := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"a","image":"nginx:1.27"}]}}`)
 	before := overrideCounts(t, reg)
@@ -118,10 +118,19 @@ func TestOverrideMetric(t *testing.T) {
 	dry := rawRequest(admissionv1.Create, obj)
 	dry.DryRun = new(true)
 	h.Handle(t.Context(), dry)
+	// A pod that opts out where its namespace allows it: the override is counted as applied.
+	optOut := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: mustCheck(t, strings.Replace(tenantPolicy, "%s", "{podOptOut: true}", 1))}, Namespaces: ns})
+	optOut.Handle(t.Context(), rawRequest(admissionv1.Create, []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"pullgate.dev/skip":"true"}},"spec":{"containers":[{"name":"a","image":"nginx:1.27"}]}}`)))
 	after := overrideCounts(t, reg)
-	for _, k := range []string{"pullgate.dev/mirror/applied", "pullgate.dev/mirror/not-listed", "pullgate.dev/mode/not-allowed"} {
-		if d := after[k] - before[k]; d != 1 {
-			t.Errorf("%s counted %v times, want 1", k, d)
+	// The first policy allows mirrors only; the second pod opt-out only; both see all three.
+	want := map[string]float64{
+		"pullgate.dev/mirror/applied": 1, "pullgate.dev/mirror/not-listed": 1, "pullgate.dev/mirror/not-allowed": 1,
+		"pullgate.dev/mode/not-allowed":              2,
+		"pullgate.dev/allow-pod-opt-out/not-allowed": 1, "pullgate.dev/allow-pod-opt-out/applied": 1,
+	}
+	for k, n := range want {
+		if d := after[k] - before[k]; d != n {
+			t.Errorf("%s counted %v times, want %v", k, d, n)
 		}
 	}
 }

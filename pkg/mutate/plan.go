@@ -128,7 +128,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	case pod.Metadata.Annotations[mirrorPodAnnotation] != "":
 		return &Plan{Skip: SkipMirrorPod}, nil
 	case (pol.AllowPodOptOut() || d.PodOptOut) && pod.Metadata.Annotations[SkipAnnotation] == "true":
-		return &Plan{Skip: SkipOptedOut}, nil
+		return &Plan{Skip: SkipOptedOut, Overrides: d.Overrides}, nil
 	case d.Excluded:
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
