@@ -121,7 +121,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	if plan.Skip != "" {
 		logger.V(1).Info("Skipped", "reason", plan.Skip)
 		if !dryRun {
-			countOverrides(plan.Overrides) // a pod opted out by its namespace's leave
+			countOverrides(plan.Overrides) // an opt-out the namespace allowed is one
 		}
 		return h.skip(plan.Skip, plan.Skip)
 	}

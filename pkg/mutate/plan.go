@@ -127,6 +127,8 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 		return &Plan{Skip: SkipOwnNamespace}, nil
 	case pod.Metadata.Annotations[mirrorPodAnnotation] != "":
 		return &Plan{Skip: SkipMirrorPod}, nil
+	// allowPodOptOut is asked apart: an excluded namespace's decision is empty, and the pod's
+	// own opt-out has always come before the namespace's exclusion.
 	case (pol.AllowPodOptOut() || d.PodOptOut) && pod.Metadata.Annotations[SkipAnnotation] == "true":
 		return &Plan{Skip: SkipOptedOut, Overrides: d.Overrides}, nil
 	case d.Excluded:
