@@ -78,8 +78,7 @@ type Plan struct {
 	Mode    policy.Mode
 	Rule    string
 	OnError policy.OnError
-	// Overrides are the namespace's override annotations and what became of each; those
-	// ignored are also warnings.
+	// Overrides are the namespace's override annotations and what became of each.
 	Overrides []policy.Override
 	// PreferredMirrors are the namespace's accepted mirror picks by canonical upstream
 	// registry, for ordering each registry's mirror candidates (the pick first).
@@ -127,8 +126,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 		return &Plan{Skip: SkipOwnNamespace}, nil
 	case pod.Metadata.Annotations[mirrorPodAnnotation] != "":
 		return &Plan{Skip: SkipMirrorPod}, nil
-	// allowPodOptOut is asked apart: an excluded namespace's decision is empty, and the pod's
-	// own opt-out has always come before the namespace's exclusion.
+	// Asked apart: an excluded namespace's decision is empty, and opt-out comes first.
 	case (pol.AllowPodOptOut() || d.PodOptOut) && pod.Metadata.Annotations[SkipAnnotation] == "true":
 		return &Plan{Skip: SkipOptedOut, Overrides: d.Overrides}, nil
 	case d.Excluded:
