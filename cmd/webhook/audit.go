@@ -90,7 +90,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	findings := scan.Finish(outcomes)
+	in := inspector(ctx, kube, res)
+	in.Timeout = pol.ResolveTimeout()
+	findings := scan.FinishWith(outcomes, scan.Inspect(ctx, outcomes, in))
 	fmt.Fprintf(stderr, "audited %d pods in %d namespaces in %s\n", len(pods), len(findings.Namespaces), time.Since(start).Round(time.Millisecond))
 	if o.output == "table" {
 		return printAudit(stdout, findings)
@@ -153,14 +155,14 @@ func listCluster(ctx context.Context, kube kubernetes.Interface, namespace strin
 		if err != nil {
 			return nil, nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
 		}
-		nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels})
+		nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})
 	} else {
 		list, err := kube.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing namespaces: %w", err)
 		}
 		for _, ns := range list.Items {
-			nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels})
+			nss = append(nss, report.Namespace{Name: ns.Name, Labels: ns.Labels, Annotations: ns.Annotations})
 		}
 	}
 	var pods []*corev1.Pod
@@ -259,12 +261,13 @@ func plural(n int, s string) string {
 func findingText(fd report.Finding) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", fd.Result, fd.Rule)
-	if fd.Rule != report.RuleUnpinnable && fd.Reason != "" {
+	checked := fd.Rule == report.RuleMissingPullSecret || fd.Rule == report.RulePlatformMismatch
+	if fd.Rule != report.RuleUnpinnable && !checked && fd.Reason != "" {
 		b.WriteString(" " + fd.Reason)
 	}
 	fmt.Fprintf(&b, " %s:", fd.Field)
 	switch {
-	case fd.Rule == report.RuleUnpinnable:
+	case fd.Rule == report.RuleUnpinnable || checked:
 		fmt.Fprintf(&b, " %q: %s", fd.From, fd.Reason)
 	case fd.Rule == report.RulePullSecret || fd.Reason == report.RulePullSecret:
 		fmt.Fprintf(&b, " add %s", fd.To)

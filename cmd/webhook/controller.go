@@ -165,7 +165,7 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	if o.reports {
-		if err := addReports(mgr, cfg, kube, store, res, o.namespace, o.reportInterval, logger); err != nil {
+		if err := addReports(ctx, mgr, cfg, kube, store, res, o.namespace, o.reportInterval, logger); err != nil {
 			return err
 		}
 	}

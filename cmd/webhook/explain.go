@@ -28,7 +28,7 @@ type explainOptions struct {
 	image        string
 	object       string // KIND/NAME in the cluster
 	namespace    string
-	labels       mutate.StaticLabels
+	ns           mutate.NamespaceMeta
 	labelsGiven  bool
 	ownNamespace string
 	resolve      bool
@@ -44,6 +44,7 @@ func parseExplain(args []string, stdout, stderr io.Writer) (explainOptions, erro
 	fs.StringVar(&o.image, "image", "", "one image, as a container of a pod in -n")
 	fs.StringVar(&o.namespace, "n", "", "namespace (default: the object's, else \"default\")")
 	fs.StringVar(&labels, "namespace-labels", "", "labels of the namespace, k=v,k=v (default with --kubeconfig: read from the cluster)")
+	fs.Func("namespace-annotation", "an annotation of the namespace, k=v (e.g. pullgate.dev/mode=Audit); repeat for several (default with --kubeconfig and no --namespace-labels: read from the cluster)", annotationFlag(&o.ns.Annotations))
 	fs.StringVar(&o.ownNamespace, "pullgate-namespace", defaultNamespace, "pullgate's namespace, which admission never changes")
 	fs.BoolVar(&o.resolve, "resolve", true, "resolve tags through the registries as admission would")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
@@ -72,7 +73,7 @@ func parseExplain(args []string, stdout, stderr io.Writer) (explainOptions, erro
 		return o, badUsage(fs, stderr, "--policy is required without --kubeconfig")
 	}
 	var err error
-	if o.labels, err = parseLabels(labels); err != nil {
+	if o.ns.Labels, err = parseLabels(labels); err != nil {
 		return o, badUsage(fs, stderr, "--namespace-labels: "+err.Error())
 	}
 	o.labelsGiven = labels != ""
@@ -119,11 +120,11 @@ func runExplain(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			fmt.Fprintln(stdout)
 		}
 		ns := cmp.Or(o.namespace, d.Namespace, metav1.NamespaceDefault)
-		labels, known, err := explainLabels(ctx, kube, o, ns)
+		meta, known, err := explainNamespace(ctx, kube, o, ns)
 		if err != nil {
 			return err
 		}
-		if err := explainOne(ctx, stdout, pol, res, d, ns, labels, known, o.ownNamespace); err != nil {
+		if err := explainOne(ctx, stdout, pol, res, d, ns, meta, known, o.ownNamespace); err != nil {
 			return err
 		}
 	}
@@ -200,17 +201,18 @@ func canonicalKind(kind string) string {
 	return "Pod"
 }
 
-// explainLabels are the labels explain decides with, and whether they are known (given, or read
-// from the cluster): only then can it say a namespace is not opted in.
-func explainLabels(ctx context.Context, kube kubernetes.Interface, o explainOptions, ns string) (map[string]string, bool, error) {
+// explainNamespace is the namespace's labels and annotations explain decides with, and whether
+// the labels are known (given, or read from the cluster): only then can it say a namespace is
+// not opted in.
+func explainNamespace(ctx context.Context, kube kubernetes.Interface, o explainOptions, ns string) (mutate.NamespaceMeta, bool, error) {
 	if o.labelsGiven || kube == nil {
-		return o.labels, o.labelsGiven, nil
+		return o.ns, o.labelsGiven, nil
 	}
 	n, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err != nil {
-		return nil, false, fmt.Errorf("reading namespace %s: %w", ns, err)
+		return mutate.NamespaceMeta{}, false, fmt.Errorf("reading namespace %s: %w", ns, err)
 	}
-	return n.Labels, true, nil
+	return mutate.NamespaceMeta{Labels: n.Labels, Annotations: n.Annotations}, true, nil
 }
 
 // skipWhy says in a sentence what each pkg/mutate skip reason means.
@@ -223,7 +225,8 @@ var skipWhy = map[string]string{
 	mutate.SkipPodExcluded:       "the policy's exclude.podSelector selects the pod",
 }
 
-func explainOne(ctx context.Context, w io.Writer, pol *policy.Compiled, res contract.Resolver, d *document, ns string, labels map[string]string, known bool, own string) error {
+func explainOne(ctx context.Context, w io.Writer, pol *policy.Compiled, res contract.Resolver, d *document, ns string, meta mutate.NamespaceMeta, known bool, own string) error {
+	labels := meta.Labels
 	pod, err := d.podJSON(ns)
 	if err != nil {
 		return err
@@ -240,7 +243,7 @@ func explainOne(ctx context.Context, w io.Writer, pol *policy.Compiled, res cont
 		}
 		labels = with
 	}
-	plan, err := mutate.NewPlan(pol, mutate.Input{Operation: admissionv1.Create, Namespace: ns, NamespaceLabels: labels, OwnNamespace: own, Object: pod})
+	plan, err := mutate.NewPlan(pol, mutate.Input{Operation: admissionv1.Create, Namespace: ns, NamespaceLabels: labels, NamespaceAnnotations: meta.Annotations, OwnNamespace: own, Object: pod})
 	if err != nil {
 		return fmt.Errorf("%s: %w", d, err)
 	}
@@ -255,6 +258,13 @@ func explainOne(ctx context.Context, w io.Writer, pol *policy.Compiled, res cont
 	fmt.Fprintf(w, "  mode %s, rule %s\n", plan.Mode, rule)
 	if plan.Mode == policy.ModeAudit {
 		fmt.Fprintln(w, "  audit: nothing is changed; each change below is a warning to whoever creates the pod")
+	}
+	for _, o := range plan.Overrides {
+		if o.Applied() {
+			fmt.Fprintf(w, "  namespace annotation %s=%s applied\n", o.Annotation, o.Value)
+		} else {
+			fmt.Fprintf(w, "  namespace annotation %s=%s ignored: %s\n", o.Annotation, o.Value, o.Why)
+		}
 	}
 	r := plan.Apply(report.Resolve(ctx, res, plan.Requests(), 4, pol.ResolveTimeout(), nil))
 	if r.Deny != "" {

@@ -39,7 +39,10 @@ func TestExplain(t *testing.T) {
 		"not opted in":       {args: []string{"--image", "nginx", "--namespace-labels", "team=a"}, want: []string{"not opted in: the namespace has no pullgate.dev/mode=enforce|audit label", "labelled pullgate.dev/mode=enforce, it would get:", "rewrite: ->"}},
 		"audit":              {args: []string{"--image", "nginx", "--namespace-labels", "pullgate.dev/mode=audit"}, want: []string{"mode Audit", "audit: nothing is changed", "rewrite: ->"}},
 		"skip annotation":    {stdin: "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {pullgate.dev/skip: \"true\"}}\nspec: {containers: [{name: c, image: nginx}]}\n", args: append([]string{"-f", "-"}, enforce...), want: []string{"Pod/p in namespace default:", "nothing happens: opted-out (the pod carries pullgate.dev/skip=true"}},
-		"unparseable":        {args: append([]string{"--image", "Not/A:Valid:Ref"}, enforce...), want: []string{"unpinnable: \"Not/A:Valid:Ref\" is not a valid image reference"}},
+		"namespace override": {args: append([]string{"--image", "nginx", "--namespace-annotation", "pullgate.dev/mode=Audit", "--namespace-annotation", "pullgate.dev/mirror=a.example,b.example"}, enforce...), want: []string{
+			"mode Enforce", `namespace annotation pullgate.dev/mode=Audit ignored: the policy does not let namespaces choose audit (tenantOverrides.audit)`,
+			"namespace annotation pullgate.dev/mirror=a.example,b.example ignored"}},
+		"unparseable": {args: append([]string{"--image", "Not/A:Valid:Ref"}, enforce...), want: []string{"unpinnable: \"Not/A:Valid:Ref\" is not a valid image reference"}},
 	}
 	for kind, manifest := range workloads {
 		cases[kind] = struct {

@@ -32,7 +32,7 @@ type mutateOptions struct {
 	policyPath string
 	file       string
 	namespace  string
-	labels     mutate.StaticLabels
+	ns         mutate.StaticNamespace
 	verbosity  int
 }
 
@@ -44,6 +44,7 @@ func parseMutate(args []string, stdout, stderr io.Writer) (mutateOptions, error)
 	fs.StringVar(&o.file, "f", "-", "AdmissionReview, Pod or workload (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob; several documents allowed), JSON or YAML; - reads stdin")
 	fs.StringVar(&o.namespace, "namespace", "", "namespace for a bare Pod without metadata.namespace (default \"default\")")
 	fs.StringVar(&labels, "namespace-labels", "", "labels of the pod's namespace, k=v,k=v (e.g. pullgate.dev/mode=audit)")
+	fs.Func("namespace-annotation", "an annotation of the pod's namespace, k=v (e.g. pullgate.dev/mode=Audit); repeat for several", annotationFlag(&o.ns.Annotations))
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity on stderr; 1 logs the decision")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return o, err
@@ -55,14 +56,14 @@ func parseMutate(args []string, stdout, stderr io.Writer) (mutateOptions, error)
 		return o, badUsage(fs, stderr, fmt.Sprintf("unexpected argument %q (use -f FILE)", fs.Arg(0)))
 	}
 	var err error
-	if o.labels, err = parseLabels(labels); err != nil {
+	if o.ns.Labels, err = parseLabels(labels); err != nil {
 		return o, badUsage(fs, stderr, "--namespace-labels: "+err.Error())
 	}
 	return o, nil
 }
 
-func parseLabels(s string) (mutate.StaticLabels, error) {
-	out := mutate.StaticLabels{}
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
 	if strings.TrimSpace(s) == "" {
 		return out, nil
 	}
@@ -74,6 +75,22 @@ func parseLabels(s string) (mutate.StaticLabels, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// annotationFlag adds one k=v to m per use: annotation values may hold commas
+// (pullgate.dev/mirror), so they are not split as labels are.
+func annotationFlag(m *map[string]string) func(string) error {
+	return func(s string) error {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("%q is not k=v", s)
+		}
+		if *m == nil {
+			*m = map[string]string{}
+		}
+		(*m)[k] = v
+		return nil
+	}
 }
 
 // runMutate runs one admission the way serve does (same size limit, decoder, handler and
@@ -119,7 +136,7 @@ func runMutate(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err != nil {
 		return err
 	}
-	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, Resolver: res, Namespaces: o.labels})
+	h := mutate.NewHandler(mutate.Handler{Policy: mutate.StaticPolicy{Policy: pol}, Resolver: res, Namespaces: o.ns})
 	if workloads {
 		return mutateManifests(ctx, h, ms, o.namespace, stdout, stderr)
 	}

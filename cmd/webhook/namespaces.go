@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -13,33 +15,67 @@ import (
 	"github.com/pullgate/pullgate/pkg/mutate"
 )
 
-// namespaceLabels serves namespace labels from an informer's cache, asking the API server
-// directly only for a namespace the cache has not seen yet (created a moment ago).
-type namespaceLabels struct {
+// namespaces serves namespace labels and annotations from an informer's cache, asking the API
+// server directly only for a namespace the cache has not seen yet (created a moment ago). The
+// namespace get/list/watch the webhook's RBAC already grants covers both.
+type namespaces struct {
 	client kubernetes.Interface
 	lister corelisters.NamespaceLister
 	synced cache.InformerSynced
 }
 
-var _ mutate.NamespaceLabeler = (*namespaceLabels)(nil)
+var _ mutate.NamespaceReader = (*namespaces)(nil)
 
-func newNamespaceLabels(ctx context.Context, client kubernetes.Interface) *namespaceLabels {
+func newNamespaces(ctx context.Context, client kubernetes.Interface) (*namespaces, error) {
 	factory := informers.NewSharedInformerFactory(client, 0)
 	inf := factory.Core().V1().Namespaces()
-	n := &namespaceLabels{client: client, lister: inf.Lister(), synced: inf.Informer().HasSynced}
+	if err := inf.Informer().SetTransform(slimNamespace); err != nil {
+		return nil, fmt.Errorf("namespace informer: %w", err)
+	}
+	n := &namespaces{client: client, lister: inf.Lister(), synced: inf.Informer().HasSynced}
 	factory.Start(ctx.Done())
-	return n
+	return n, nil
 }
 
-func (n *namespaceLabels) Labels(ctx context.Context, namespace string) (map[string]string, error) {
+func (n *namespaces) Namespace(ctx context.Context, name string) (mutate.NamespaceMeta, error) {
 	if n.synced() {
-		if ns, err := n.lister.Get(namespace); err == nil {
-			return ns.Labels, nil
+		if ns, err := n.lister.Get(name); err == nil {
+			return mutate.NamespaceMeta{Labels: ns.Labels, Annotations: ns.Annotations}, nil
 		}
 	}
-	ns, err := n.client.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
+	ns, err := n.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("reading namespace %s: %w", namespace, err)
+		return mutate.NamespaceMeta{}, fmt.Errorf("reading namespace %s: %w", name, err)
 	}
-	return ns.Labels, nil
+	return mutate.NamespaceMeta{Labels: ns.Labels, Annotations: pullgateAnnotations(ns.Annotations)}, nil
+}
+
+// slimNamespace keeps of a namespace its name, labels and pullgate's annotations: the cache
+// need not hold every namespace's other annotations (kubectl's last-applied configuration can be
+// large), which the policy never reads.
+func slimNamespace(obj any) (any, error) {
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return obj, nil // a tombstone: left as it is
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:            ns.Name,
+		UID:             ns.UID,
+		ResourceVersion: ns.ResourceVersion,
+		Labels:          ns.Labels,
+		Annotations:     pullgateAnnotations(ns.Annotations),
+	}}, nil
+}
+
+func pullgateAnnotations(in map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range in {
+		if strings.HasPrefix(k, "pullgate.dev/") {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }

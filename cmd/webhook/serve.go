@@ -99,13 +99,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	var labels mutate.NamespaceLabeler
+	var nss mutate.NamespaceReader
 	var events mutate.Recorder
 	sec := &secrets{namespace: o.namespace}
 	if client == nil {
-		logger.Info("No API server configured (no --kubeconfig, not in a cluster): namespace labels cannot be read, so rules with namespaceSelector never match and the pullgate.dev/mode label is ignored")
+		logger.Info("No API server configured (no --kubeconfig, not in a cluster): namespace labels and annotations cannot be read, so rules with namespaceSelector never match and the pullgate.dev/mode label and namespace overrides are ignored")
 	} else {
-		labels = newNamespaceLabels(ctx, client)
+		if nss, err = newNamespaces(ctx, client); err != nil {
+			return err
+		}
 		events = newEventRecorder(ctx, client)
 		sec.client = client
 	}
@@ -123,7 +125,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := mutate.RegisterMetrics(metrics.Registry); err != nil {
 		return err
 	}
-	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: labels, OwnNamespace: o.namespace, Events: events})
+	handler := mutate.NewHandler(mutate.Handler{Policy: store, Resolver: res, Namespaces: nss, OwnNamespace: o.namespace, Events: events})
 	if client != nil {
 		// Whether the pull secrets pods get exist; the chart grants get on exactly those names.
 		handler.Secrets = newSecretPresence(client)

@@ -40,7 +40,7 @@ func OptedIn(pol *policy.Compiled, own, namespace string, labels map[string]stri
 	default:
 		return false
 	}
-	return namespace != own && !pol.Decide(namespace, labels).Excluded
+	return namespace != own && !pol.Decide(namespace, labels, nil).Excluded
 }
 
 // Plan returns what to change in one namespace. sources are the Secrets in pullgate's namespace

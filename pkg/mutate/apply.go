@@ -72,10 +72,7 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 		digest := ip.ref.digest
 		target := ip.target
 		if ip.request != nil {
-			o, ok := outcomes[ip.request.Ref.String()]
-			if !ok {
-				o.Err = fmt.Errorf("not resolved")
-			}
+			o := ip.outcome(outcomes)
 			switch {
 			case o.Err != nil && p.OnError == policy.OnErrorDeny:
 				r.Unpinned++

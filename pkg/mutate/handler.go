@@ -25,9 +25,17 @@ type PolicySource interface {
 	Current() *policy.Compiled
 }
 
-// NamespaceLabeler returns a namespace's labels, for rules and the per-namespace mode.
-type NamespaceLabeler interface {
-	Labels(ctx context.Context, namespace string) (map[string]string, error)
+// NamespaceMeta is what the policy reads of a namespace: its labels, for rules and the mode
+// (the opt-in), and its annotations, for the overrides tenantOverrides allows.
+type NamespaceMeta struct {
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// NamespaceReader returns a namespace's labels and annotations, from a cache: it is asked on
+// every admission.
+type NamespaceReader interface {
+	Namespace(ctx context.Context, name string) (NamespaceMeta, error)
 }
 
 // Recorder reports, as Kubernetes Events, what audit mode would have changed in a pod.
@@ -41,7 +49,7 @@ type Handler struct {
 	// Resolver pins tags; nil means no resolution (every pin fails per onError).
 	Resolver contract.Resolver
 	// Namespaces may be nil when no API server is reachable; the policy's mode then applies.
-	Namespaces NamespaceLabeler
+	Namespaces NamespaceReader
 	// OwnNamespace is never mutated, so pullgate can always be rescheduled.
 	OwnNamespace string
 	// Events, if set, receives audit mode's would-be changes (never for dry runs).
@@ -83,24 +91,25 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		return admission.Allowed("no policy loaded").WithWarnings("pullgate has no policy loaded; pod admitted unchanged")
 	}
 	var warnings []string
-	var labels map[string]string
+	var ns NamespaceMeta
 	if h.Namespaces != nil {
 		var err error
-		if labels, err = h.Namespaces.Labels(ctx, req.Namespace); err != nil {
+		if ns, err = h.Namespaces.Namespace(ctx, req.Namespace); err != nil {
 			logger.Error(err, "Reading namespace labels; using the policy's mode", "namespace", req.Namespace)
 			warnings = append(warnings, fmt.Sprintf("pullgate could not read the labels of namespace %s; applied the policy's default mode", req.Namespace))
 		}
 	}
 	plan, err := newPlan(pol, Input{
-		Operation:        req.Operation,
-		SubResource:      req.SubResource,
-		Namespace:        req.Namespace,
-		NamespaceLabels:  labels,
-		OwnNamespace:     h.OwnNamespace,
-		Object:           req.Object.Raw,
-		OldObject:        req.OldObject.Raw,
-		DecodedObject:    decoded(req.Object),
-		DecodedOldObject: decoded(req.OldObject),
+		Operation:            req.Operation,
+		SubResource:          req.SubResource,
+		Namespace:            req.Namespace,
+		NamespaceLabels:      ns.Labels,
+		NamespaceAnnotations: ns.Annotations,
+		OwnNamespace:         h.OwnNamespace,
+		Object:               req.Object.Raw,
+		OldObject:            req.OldObject.Raw,
+		DecodedObject:        decoded(req.Object),
+		DecodedOldObject:     decoded(req.OldObject),
 	}, h.memo.For(pol))
 	if err != nil {
 		if errors.Is(err, ErrBadRequest) {
@@ -108,15 +117,18 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		}
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
+	dryRun := req.DryRun != nil && *req.DryRun
 	if plan.Skip != "" {
 		logger.V(1).Info("Skipped", "reason", plan.Skip)
+		if !dryRun {
+			countOverrides(plan.Overrides) // an opt-out the namespace allowed is one
+		}
 		return h.skip(plan.Skip, plan.Skip)
 	}
 	outcomes := h.resolveAll(ctx, plan.Requests(), pol.ResolveTimeout())
-	warnings = append(warnings, h.checkPlatforms(ctx, pol, plan, outcomes, req.DryRun != nil && *req.DryRun)...)
+	warnings = append(warnings, h.checkPlatforms(ctx, pol, plan, outcomes, dryRun)...)
 	res := plan.Apply(outcomes)
 	res.Warnings = append(warnings, res.Warnings...)
-	dryRun := req.DryRun != nil && *req.DryRun
 	res.Warnings = append(res.Warnings, h.secretWarnings(ctx, req.Namespace, plan, dryRun)...)
 	h.record(req.Namespace, plan, res, dryRun)
 	logger.V(1).Info("Decided", "mode", plan.Mode, "rule", plan.Rule, "changes", len(res.Changes), "warnings", len(res.Warnings), "denied", res.Deny != "", "dryRun", dryRun)
@@ -158,6 +170,7 @@ func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) 
 	if h.Events != nil && plan.Mode == policy.ModeAudit && len(res.Changes) > 0 {
 		h.Events.WouldChange(namespace, plan.Pod, res.Changes)
 	}
+	countOverrides(plan.Overrides)
 	mode := strings.ToLower(string(plan.Mode))
 	for _, c := range res.Changes {
 		mutationsTotal.WithLabelValues(c.Action, mode).Inc()
@@ -263,8 +276,11 @@ type StaticPolicy struct{ Policy *policy.Compiled }
 // Current returns the policy.
 func (s StaticPolicy) Current() *policy.Compiled { return s.Policy }
 
-// StaticLabels is a NamespaceLabeler with fixed labels, for the offline mutate command.
-type StaticLabels map[string]string
+// StaticNamespace is a NamespaceReader with fixed labels and annotations, for the offline
+// mutate command.
+type StaticNamespace NamespaceMeta
 
-// Labels returns the same labels for every namespace.
-func (s StaticLabels) Labels(context.Context, string) (map[string]string, error) { return s, nil }
+// Namespace returns the same labels and annotations for every namespace.
+func (s StaticNamespace) Namespace(context.Context, string) (NamespaceMeta, error) {
+	return NamespaceMeta(s), nil
+}

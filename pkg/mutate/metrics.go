@@ -26,5 +26,5 @@ var (
 // registry, so one scrape shows them beside its webhook metrics. Registering them on the same
 // registry again does nothing.
 func RegisterMetrics(reg prometheus.Registerer) error {
-	return promreg.Register(reg, "admission", mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal, platformMismatchTotal)
+	return promreg.Register(reg, "admission", mutationsTotal, skippedTotal, unpinnedTotal, missingSecretsTotal, platformMismatchTotal, namespaceOverridesTotal)
 }

@@ -16,7 +16,8 @@ import (
 
 // Annotations pullgate reads on pods.
 const (
-	// SkipAnnotation opts a pod out, honoured only when the policy sets allowPodOptOut.
+	// SkipAnnotation opts a pod out, honoured only when the policy sets allowPodOptOut or lets
+	// the namespace allow it (tenantOverrides.podOptOut).
 	SkipAnnotation = "pullgate.dev/skip"
 	// mirrorPodAnnotation marks the API-server copy of a static pod; its spec cannot change.
 	mirrorPodAnnotation = corev1.MirrorPodAnnotationKey
@@ -39,6 +40,8 @@ type Input struct {
 	SubResource     string // "" or "ephemeralcontainers"
 	Namespace       string
 	NamespaceLabels map[string]string
+	// NamespaceAnnotations are read for the overrides tenantOverrides allows.
+	NamespaceAnnotations map[string]string
 	// OwnNamespace is pullgate's namespace, always left alone so pullgate can always restart.
 	OwnNamespace string
 	Object       []byte
@@ -75,9 +78,15 @@ type Plan struct {
 	Mode    policy.Mode
 	Rule    string
 	OnError policy.OnError
+	// Overrides are the namespace's override annotations and what became of each.
+	Overrides []policy.Override
+	// PreferredMirrors are the namespace's accepted mirror picks by canonical upstream
+	// registry, for ordering each registry's mirror candidates (the pick first).
+	PreferredMirrors map[string]policy.MirrorTarget
 
 	images        []imagePlan
 	secrets       []string // names to append
+	injected      []string // names the pod has or gets from the policy
 	createSecrets bool     // the pod has no imagePullSecrets yet: add the whole list
 	warnings      []string
 	problems      []Unpinnable // image fields left untouched because they cannot be read
@@ -114,16 +123,16 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	if err != nil {
 		return nil, err
 	}
+	d := pol.Decide(in.Namespace, in.NamespaceLabels, in.NamespaceAnnotations)
 	switch {
 	case in.OwnNamespace != "" && in.Namespace == in.OwnNamespace:
 		return &Plan{Skip: SkipOwnNamespace}, nil
 	case pod.Metadata.Annotations[mirrorPodAnnotation] != "":
 		return &Plan{Skip: SkipMirrorPod}, nil
-	case pol.AllowPodOptOut() && pod.Metadata.Annotations[SkipAnnotation] == "true":
-		return &Plan{Skip: SkipOptedOut}, nil
-	}
-	d := pol.Decide(in.Namespace, in.NamespaceLabels)
-	if d.Excluded {
+	// Asked apart: an excluded namespace's decision is empty, and opt-out comes first.
+	case (pol.AllowPodOptOut() || d.PodOptOut) && pod.Metadata.Annotations[SkipAnnotation] == "true":
+		return &Plan{Skip: SkipOptedOut, Overrides: d.Overrides}, nil
+	case d.Excluded:
 		return &Plan{Skip: SkipNamespaceExcluded}, nil
 	}
 	if skip, err := excludedPod(pol, pod); err != nil {
@@ -132,6 +141,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 		return &Plan{Skip: skip}, nil
 	}
 	p := &Plan{Pod: pod.Metadata.Name, Mode: d.Mode, Rule: d.Rule, OnError: pol.OnError(), generation: pol.Generation()}
+	p.Overrides, p.PreferredMirrors, p.warnings = d.Overrides, d.PreferredMirrors, overrideWarnings(in.Namespace, d.Overrides)
 	p.hasMetadata, p.hasAnnotations = pod.Metadata.present, pod.Metadata.Annotations != nil
 	p.prevOriginal = pod.Metadata.Annotations[OriginalAnnotation]
 	if p.Pod == "" {
@@ -161,6 +171,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	// Pull secrets only serve image fields; without any there may be no spec to add them to.
 	if in.Operation == admissionv1.Create && len(candidates) > 0 {
 		p.secrets, p.createSecrets = missingSecrets(pod.Spec.ImagePullSecrets, d.PullSecrets)
+		p.injected = d.PullSecrets
 	}
 	return p, nil
 }

@@ -23,14 +23,15 @@ var platformMismatchTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Pinned digests that do not cover every required platform, by registry and what happened: warned (pinned anyway), refused (left unpinned, onError applies) or unknown (platforms could not be listed).",
 }, []string{"registry", "outcome"})
 
-// wantedPlatforms are platforms.required and, with platforms.fromNodes, the nodes' platforms.
-func (h *Handler) wantedPlatforms(pol *policy.Compiled) []contract.Platform {
+// WantedPlatforms are platforms.required and, with platforms.fromNodes, the nodes' platforms
+// (nodes may be nil): those every pinned digest must cover.
+func WantedPlatforms(pol *policy.Compiled, nodes NodePlatforms) []contract.Platform {
 	var want []contract.Platform
 	for _, p := range pol.RequiredPlatforms() {
 		want = append(want, contract.Platform{OS: p[0], Architecture: p[1]})
 	}
-	if pol.PlatformsFromNodes() && h.NodePlatforms != nil {
-		for _, p := range h.NodePlatforms.Platforms() {
+	if pol.PlatformsFromNodes() && nodes != nil {
+		for _, p := range nodes.Platforms() {
 			if !slices.Contains(want, p) {
 				want = append(want, p)
 			}
@@ -49,7 +50,7 @@ func (h *Handler) checkPlatforms(ctx context.Context, pol *policy.Compiled, plan
 	if h.Platforms == nil || !pol.PlatformsChecked() || len(outcomes) == 0 {
 		return nil
 	}
-	want := h.wantedPlatforms(pol)
+	want := WantedPlatforms(pol, h.NodePlatforms)
 	if len(want) == 0 {
 		return nil
 	}
@@ -85,16 +86,10 @@ func (h *Handler) checkPlatforms(ctx context.Context, pol *policy.Compiled, plan
 				continue
 			}
 		}
-		var missing []string
-		for _, w := range want {
-			if !covers(have, w) {
-				missing = append(missing, w.String())
-			}
-		}
-		if len(missing) == 0 {
+		cause, mismatch := PlatformMismatch(o.Digest, have, want)
+		if !mismatch {
 			continue
 		}
-		cause := fmt.Sprintf("digest %s covers %s, not %s: a node of those platforms would fail to run it (exec format error)", o.Digest, platformList(have), strings.Join(missing, ", "))
 		outcome := "warned"
 		if pol.RefuseMismatchedPlatforms() {
 			outcome = "refused"
@@ -109,8 +104,19 @@ func (h *Handler) checkPlatforms(ctx context.Context, pol *policy.Compiled, plan
 	return warnings
 }
 
-func covers(have []contract.Platform, want contract.Platform) bool {
-	return slices.Contains(have, want)
+// PlatformMismatch says, when a digest covering have lacks some of want, which and what that
+// costs; mismatch is false when it covers them all.
+func PlatformMismatch(digest string, have, want []contract.Platform) (cause string, mismatch bool) {
+	var missing []string
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			missing = append(missing, w.String())
+		}
+	}
+	if len(missing) == 0 {
+		return "", false
+	}
+	return fmt.Sprintf("digest %s covers %s, not %s: a node of those platforms would fail to run it (exec format error)", digest, platformList(have), strings.Join(missing, ", ")), true
 }
 
 func platformList(ps []contract.Platform) string {

@@ -39,6 +39,31 @@ func (p *Plan) MirrorHosts() []string {
 	return hosts
 }
 
+// InjectedSecrets lists the pull secrets the policy gives the pod, whether it has them already
+// or gets them now: those the kubelet will use for its mirror images.
+func (p *Plan) InjectedSecrets() []string { return p.injected }
+
+// MissingSecrets returns those of names that checker says do not exist in the namespace; a
+// secret whose existence cannot be told counts as present, so pullgate never warns wrongly.
+func MissingSecrets(ctx context.Context, checker SecretChecker, namespace string, names []string) []string {
+	var missing []string
+	for _, name := range names {
+		if exists, known := checker.Exists(ctx, namespace, name); known && !exists {
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
+// MissingSecretMessage says what a missing pull secret costs, naming the mirrors the kubelet
+// pulls from (hosts, from MirrorHosts).
+func MissingSecretMessage(name, namespace string, hosts []string) string {
+	if len(hosts) == 0 {
+		return fmt.Sprintf("pull secret %s does not exist in namespace %s: the kubelet cannot use it", name, namespace)
+	}
+	return fmt.Sprintf("pull secret %s does not exist in namespace %s: the kubelet will fail to pull from %s with 401 Unauthorized", name, namespace, strings.Join(hosts, ", "))
+}
+
 // secretWarnings checks that each pull secret pullgate adds exists in the pod's namespace. A
 // missing one is not pullgate's to create (the credentials are the namespace owner's, or
 // syncCredentials' to copy), but the kubelet then pulls from an authenticated mirror without
@@ -48,25 +73,18 @@ func (h *Handler) secretWarnings(ctx context.Context, namespace string, plan *Pl
 	if h.Secrets == nil || plan.Mode != policy.ModeEnforce || len(plan.secrets) == 0 {
 		return nil
 	}
-	var warnings []string
-	var hosts []string
-	for _, name := range plan.secrets {
-		exists, known := h.Secrets.Exists(ctx, namespace, name)
-		if exists || !known {
-			continue
-		}
+	missing := MissingSecrets(ctx, h.Secrets, namespace, plan.secrets)
+	if len(missing) == 0 {
+		return nil
+	}
+	hosts := plan.MirrorHosts()
+	warnings := make([]string, 0, len(missing))
+	for _, name := range missing {
 		if !dryRun {
 			missingSecretsTotal.Inc()
 		}
 		log.FromContext(ctx).V(1).Info("Pull secret missing", "secret", name, "namespace", namespace)
-		if hosts == nil {
-			hosts = plan.MirrorHosts()
-		}
-		if len(hosts) == 0 {
-			warnings = append(warnings, fmt.Sprintf("pull secret %s does not exist in namespace %s: the kubelet cannot use it", name, namespace))
-			continue
-		}
-		warnings = append(warnings, fmt.Sprintf("pull secret %s does not exist in namespace %s: the kubelet will fail to pull from %s with 401 Unauthorized", name, namespace, strings.Join(hosts, ", ")))
+		warnings = append(warnings, MissingSecretMessage(name, namespace, hosts))
 	}
 	return warnings
 }

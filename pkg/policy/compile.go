@@ -210,16 +210,27 @@ type Decision struct {
 	PullPolicy  corev1.PullPolicy
 	PullSecrets []string
 	Rule        string // the rule that matched, empty for the top-level settings
+	// PodOptOut says pods may opt out with pullgate.dev/skip: allowPodOptOut, or the namespace's
+	// pullgate.dev/allow-pod-opt-out where tenantOverrides.podOptOut allows it.
+	PodOptOut bool
+	// PreferredMirrors are the namespace's picks (pullgate.dev/mirror) by canonical upstream
+	// registry, each one the policy lists for it: the planner tries a registry's pick first
+	// among its mirrors.
+	PreferredMirrors map[string]MirrorTarget
+	// Overrides are the namespace's override annotations and what became of each.
+	Overrides []Override
 }
 
 // Decide returns the settings for a namespace. The mode comes from, in order: the matching
 // rule's mode (the platform team's explicit word for those namespaces), the namespace's
-// pullgate.dev/mode label (the opt-in), and the policy's mode.
-func (c *Compiled) Decide(namespace string, nsLabels map[string]string) Decision {
+// pullgate.dev/mode label (the opt-in), and the policy's mode. The namespace's annotations then
+// narrow that as far as tenantOverrides (the rule's, else the policy's) allows (see tenant.go).
+func (c *Compiled) Decide(namespace string, nsLabels, nsAnnotations map[string]string) Decision {
 	if matchAny(c.excludeNS, namespace) {
 		return Decision{Excluded: true}
 	}
-	d := Decision{Mode: c.policy.Mode, PullPolicy: c.policy.PullPolicy, PullSecrets: c.policy.ImagePullSecrets}
+	d := Decision{Mode: c.policy.Mode, PullPolicy: c.policy.PullPolicy, PullSecrets: c.policy.ImagePullSecrets, PodOptOut: c.policy.AllowPodOptOut}
+	allow := c.policy.TenantOverrides
 	switch strings.ToLower(nsLabels[ModeLabel]) {
 	case "audit":
 		d.Mode = ModeAudit
@@ -240,8 +251,12 @@ func (c *Compiled) Decide(namespace string, nsLabels map[string]string) Decision
 		if len(r.ImagePullSecrets) > 0 {
 			d.PullSecrets = r.ImagePullSecrets
 		}
+		if r.TenantOverrides != nil {
+			allow = *r.TenantOverrides
+		}
 		break
 	}
+	c.applyOverrides(&d, nsAnnotations, allow)
 	return d
 }
 

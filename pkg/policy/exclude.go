@@ -22,15 +22,26 @@ type exclusions struct {
 }
 
 // parseOwner splits an owner kind as written into its group and kind ("*" for every kind).
+// The chart's values.schema.json spells the same forms as a pattern (test/chart checks that
+// both agree).
 func parseOwner(s string) (group, kind string, err error) {
 	parts := strings.Split(s, "/")
 	switch len(parts) {
 	case 1:
 		kind = parts[0]
+		if kind == "*" {
+			return "", "", fmt.Errorf(`"*" needs its API group ("argoproj.io/*"): a bare "*" would leave alone nearly every pod; name core kinds one by one`)
+		}
 	case 2:
 		group, kind = parts[0], parts[1]
+		if group == "" {
+			return "", "", fmt.Errorf(`the core group is written without a slash ("%s", not "/%s")`, kind, kind)
+		}
 		if msgs := validation.IsDNS1123Subdomain(group); len(msgs) > 0 {
 			return "", "", fmt.Errorf("API group %q: %s", group, strings.Join(msgs, "; "))
+		}
+		if kind == "" {
+			return "", "", fmt.Errorf(`no kind after %q: write "%s/Kind" or "%s/*"`, group+"/", group, group)
 		}
 	default:
 		return "", "", fmt.Errorf(`must be "Kind", "group/Kind" or "group/*", without a version (owner references match on group and kind, every version alike)`)
@@ -45,8 +56,13 @@ func parseOwner(s string) (group, kind string, err error) {
 }
 
 // compileRegexp anchors an RE2 expression so that it matches the whole reference: an
-// unanchored "nginx" would otherwise exclude every image with nginx anywhere in its name.
+// unanchored "nginx" would otherwise exclude every image with nginx anywhere in its name. The
+// expression must compile on its own first: "a)|(b" is invalid, yet wrapped it would compile
+// to an alternation whose second half is not anchored.
 func compileRegexp(expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, err
+	}
 	return regexp.Compile(`^(?:` + expr + `)$`)
 }
 
@@ -92,6 +108,10 @@ func validateExclude(fld *field.Path, e Exclude) field.ErrorList {
 	seen := map[string]int{}
 	for i, o := range e.Owners {
 		p := fld.Child("owners").Index(i)
+		if o == "" {
+			errs = append(errs, field.Required(p, `an owner kind: "Kind", "group/Kind" or "group/*"`))
+			continue
+		}
 		group, kind, err := parseOwner(o)
 		if err != nil {
 			errs = append(errs, field.Invalid(p, o, err.Error()))

@@ -76,6 +76,19 @@ var wantProblems = map[string][]string{
 		`line 12: exclude.owners[4]: Duplicate value`,
 		`line 13: exclude.podSelector: Invalid value: "{}": an empty selector selects every pod`,
 	},
+	// Every owner form that is not "Kind", "group/Kind" or "group/*", and regular expressions
+	// that are not RE2 on their own, each with its path and line (the last two owners are fine).
+	"invalid-exclude-owners.yaml": {
+		`line 6: exclude.imageRegexps[1]: Invalid value: "a)|(b": not an RE2 regular expression`,
+		`line 7: exclude.imageRegexps[2]: Invalid value: "docker.io/library/nginx:1\\.2[7-8": not an RE2 regular expression`,
+		`line 9: exclude.owners[0]: Invalid value: "*": "*" needs its API group`,
+		`line 10: exclude.owners[1]: Invalid value: "/Deployment": the core group is written without a slash ("Deployment", not "/Deployment")`,
+		`line 11: exclude.owners[2]: Invalid value: "apps/": no kind after "apps/"`,
+		`line 12: exclude.owners[3]: Required value`,
+		`line 13: exclude.owners[4]: Invalid value: "*/Cluster": API group "*"`,
+		`line 14: exclude.owners[5]: Invalid value: "Apps/Deployment": API group "Apps"`,
+		`line 15: exclude.owners[6]: Invalid value: "apps/v1/Deployment": must be "Kind", "group/Kind" or "group/*", without a version`,
+	},
 	"invalid-platforms.yaml": {
 		`line 4: platforms.required[0]: Invalid value: "linux/arm64/v8": must be os/arch`,
 		`line 4: platforms.required[2]: Duplicate value`,
@@ -195,7 +208,7 @@ func TestDecide(t *testing.T) {
 		{ns: "dev-10", mode: policy.ModeAudit, pull: "Never", secrets: "a,b"},
 	}
 	for _, tc := range cases {
-		d := c.Decide(tc.ns, tc.labels)
+		d := c.Decide(tc.ns, tc.labels, nil)
 		if d.Excluded != tc.excluded {
 			t.Errorf("%s %v: excluded %v, want %v", tc.ns, tc.labels, d.Excluded, tc.excluded)
 			continue

@@ -58,6 +58,9 @@ type Policy struct {
 	Rules []Rule `json:"rules,omitempty"`
 	// AllowPodOptOut lets a pod skip pullgate with the annotation pullgate.dev/skip: "true".
 	AllowPodOptOut bool `json:"allowPodOptOut,omitempty"`
+	// TenantOverrides lets namespace annotations narrow what the policy does (see tenant.go).
+	// omitzero keeps a policy without it at the generation it had before the field existed.
+	TenantOverrides TenantOverrides `json:"tenantOverrides,omitzero"`
 	// Prepull lists node groups and the images pullgate keeps cached on them (see prepull.go).
 	Prepull []Prepull `json:"prepull,omitempty"`
 	// Warm has every mirror's default warm settings (see warm.go).
@@ -174,4 +177,7 @@ type Rule struct {
 	PullPolicy        corev1.PullPolicy     `json:"pullPolicy,omitempty"`
 	// ImagePullSecrets, when set, replace the top-level list for these namespaces.
 	ImagePullSecrets []string `json:"imagePullSecrets,omitempty"`
+	// TenantOverrides, when set, replace the top-level ones for these namespaces (say, none for
+	// production).
+	TenantOverrides *TenantOverrides `json:"tenantOverrides,omitempty"`
 }

@@ -50,6 +50,10 @@ var messages = map[string]string{ //nolint:gosec // G101: messages, not credenti
 	RuleUnpinnable:    "the image could not be pinned to a digest",
 	RuleNotFromMirror: "the running image is not pulled from the mirror the policy names",
 	RuleDrift:         "the running pod is not as the policy makes it",
+	// The same checks as admission's warnings, in the same words (mutate.MissingSecretMessage,
+	// mutate.PlatformMismatch) in the result's reason.
+	RuleMissingPullSecret: "a pull secret the policy gives the pods does not exist in the namespace",
+	RulePlatformMismatch:  "the pinned digest does not cover every platform the policy requires",
 }
 
 // Message is the stable message of a rule.
@@ -83,7 +87,7 @@ func Reports(f *Findings, now time.Time) ([]openreports.Report, openreports.Clus
 	}
 	passed := 0
 	for _, ns := range f.Namespaces {
-		if ns.Changed == 0 {
+		if ns.Changed == 0 && ns.Flagged == 0 {
 			passed++
 		}
 	}
@@ -111,15 +115,18 @@ func namespaceResults(ns NamespaceFindings, ts metav1.Timestamp) ([]openreports.
 					props[k] = clip(v)
 				}
 			}
-			if fd.Rule == RulePullPolicy || fd.Reason == RulePullPolicy {
+			switch {
+			case fd.Rule == RulePullPolicy || fd.Reason == RulePullPolicy:
 				set("was", fd.From) // a pull policy, not an image
-			} else {
+			case fd.Rule == RuleMissingPullSecret:
+				set("secret", fd.From)
+			default:
 				set("image", fd.From)
 			}
 			set("becomes", fd.To)
 			set("cause", fd.Cause)
 			set("rule", ns.Rule)
-			if fd.Rule == RuleUnpinnable {
+			if fd.Rule == RuleUnpinnable || fd.Rule == RuleMissingPullSecret || fd.Rule == RulePlatformMismatch {
 				set("reason", fd.Reason)
 			} else {
 				set("change", fd.Reason)

@@ -33,7 +33,10 @@ type Controller struct {
 	Interval time.Duration
 	Settle   time.Duration
 	Options  Options
-	Log      logr.Logger
+	// Inspector runs admission's checks on the scan (missing pull secrets, platforms); its
+	// Timeout defaults to the policy's resolve timeout.
+	Inspector Inspector
+	Log       logr.Logger
 	// Scanned, if set, is called after each scan (tests and the benchmark).
 	Scanned func(Stats, *Findings, time.Duration, error)
 }
@@ -117,10 +120,15 @@ func (c *Controller) scan(ctx context.Context, listPods func(labels.Selector) ([
 	}
 	nss := make([]Namespace, len(list))
 	for i, n := range list {
-		nss[i] = Namespace{Name: n.Name, Labels: n.Labels}
+		nss[i] = Namespace{Name: n.Name, Labels: n.Labels, Annotations: n.Annotations}
 	}
 	s := Plan(pol, nss, pods, c.Options)
-	findings := s.Finish(Resolve(ctx, c.Resolver, s.Requests(), 8, pol.ResolveTimeout(), nil))
+	outcomes := Resolve(ctx, c.Resolver, s.Requests(), 8, pol.ResolveTimeout(), nil)
+	in := c.Inspector
+	if in.Timeout == 0 {
+		in.Timeout = pol.ResolveTimeout()
+	}
+	findings := s.FinishWith(outcomes, s.Inspect(ctx, outcomes, in))
 	reports, cluster := Reports(findings, time.Now())
 	st, err := c.Writer.Write(ctx, reports, cluster)
 	switch {

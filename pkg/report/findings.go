@@ -63,6 +63,8 @@ const NotLookedUp = "(digest not looked up)"
 type Namespace struct {
 	Name   string
 	Labels map[string]string
+	// Annotations carry the overrides policy.TenantOverrides may allow.
+	Annotations map[string]string
 }
 
 // Options are the settings of a scan.
@@ -106,6 +108,9 @@ type Counts struct {
 	PullPolicy int
 	PullSecret int
 	Unpinnable int
+	// MissingPullSecret and PlatformMismatch count the results of Inspect's checks.
+	MissingPullSecret int
+	PlatformMismatch  int
 }
 
 // NamespaceFindings is what the scan found in one namespace.
@@ -115,9 +120,11 @@ type NamespaceFindings struct {
 	Mode string
 	Rule string
 	Pods int
-	// Changed counts the pods with at least one finding; Drifted those of an enforce namespace.
+	// Changed counts the pods with at least one change to find; Drifted those of an enforce
+	// namespace; Flagged those with a result of Inspect's checks.
 	Changed int
 	Drifted int
+	Flagged int
 	Counts  Counts
 	// Skipped counts pods left alone by reason (pkg/mutate's Skip* words, or "invalid" for a
 	// pod the planner cannot read).
@@ -204,11 +211,12 @@ func (s *Scan) planPod(ns *nsScan, pod *corev1.Pod, opts Options) podScan {
 		return ps
 	}
 	plan, err := mutate.NewPlan(s.pol, mutate.Input{
-		Operation:       admissionv1.Create,
-		Namespace:       pod.Namespace,
-		NamespaceLabels: labels,
-		OwnNamespace:    opts.OwnNamespace,
-		Object:          raw,
+		Operation:            admissionv1.Create,
+		Namespace:            pod.Namespace,
+		NamespaceLabels:      labels,
+		NamespaceAnnotations: ns.Annotations,
+		OwnNamespace:         opts.OwnNamespace,
+		Object:               raw,
 	})
 	if err != nil {
 		ps.skip = InvalidPod
@@ -255,9 +263,14 @@ func (s *Scan) Requests() []contract.ResolveRequest { return s.reqs }
 
 // Finish applies the digests (keyed as mutate.Plan.Apply reads them) and gathers the findings.
 func (s *Scan) Finish(outcomes map[string]contract.Outcome) *Findings {
+	return s.FinishWith(outcomes, Checks{})
+}
+
+// FinishWith is Finish with the results of Inspect's checks among the findings.
+func (s *Scan) FinishWith(outcomes map[string]contract.Outcome, checks Checks) *Findings {
 	f := &Findings{Generation: s.pol.Generation()}
 	for _, ns := range s.nss {
-		f.Namespaces = append(f.Namespaces, s.finishNamespace(ns, outcomes))
+		f.Namespaces = append(f.Namespaces, s.finishNamespace(ns, outcomes, checks))
 	}
 	return f
 }
@@ -268,7 +281,7 @@ type workloadAcc struct {
 	skips    map[string]int
 }
 
-func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome) NamespaceFindings {
+func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome, checks Checks) NamespaceFindings {
 	nf := NamespaceFindings{Name: ns.Name, Mode: cmp.Or(ns.mode, ModeExcluded), Rule: ns.rule, Pods: len(ns.pods), Skipped: map[string]int{}}
 	if ns.mode == "" && !OptedIn(ns.Labels) {
 		nf.Mode = ModeNotOptedIn // every pod was skipped for its own reasons
@@ -295,6 +308,10 @@ func (s *Scan) finishNamespace(ns *nsScan, outcomes map[string]contract.Outcome)
 			if enforce && hasDrift(found) {
 				nf.Drifted++
 			}
+		}
+		if checked := checkFindings(ns.Name, ps, outcomes, checks, enforce, &nf.Counts); len(checked) > 0 {
+			nf.Flagged++
+			found = append(found, checked...)
 		}
 		for _, fd := range found {
 			if i, ok := acc.findings[fd]; ok {
@@ -330,83 +347,4 @@ func hasDrift(fs []Finding) bool {
 		}
 	}
 	return false
-}
-
-// podFindings turns one pod's would-be changes into findings, and counts them.
-func podFindings(ps podScan, r mutate.Result, enforce bool, generation string, c *Counts) []Finding {
-	var out []Finding
-	cause := ""
-	if enforce {
-		cause = driftCause(ps.original, generation)
-	}
-	notLookedUp := map[string]bool{}
-	for _, u := range r.Unpinnable {
-		if u.Reason == ErrNotResolved.Error() {
-			notLookedUp[u.Field] = true
-			c.Pin++
-			out = append(out, finding(RulePin, u.Field, u.Image, NotLookedUp, enforce, cause))
-			continue
-		}
-		c.Unpinnable++
-		out = append(out, Finding{Rule: RuleUnpinnable, Result: ResultWarn, Field: u.Field, From: u.Image, Reason: u.Reason})
-	}
-	for _, ch := range r.Changes {
-		rule := RulePin
-		switch ch.Action {
-		case mutate.ActionRewrite:
-			rule = RuleRewrite
-			c.Rewrite++
-		case mutate.ActionPin:
-			c.Pin++
-		case mutate.ActionPullPolicy:
-			rule = RulePullPolicy
-			c.PullPolicy++
-		case mutate.ActionPullSecret:
-			rule = RulePullSecret
-			c.PullSecret++
-		}
-		out = append(out, finding(rule, ch.Field, ch.From, ch.To, enforce, cause))
-	}
-	return out
-}
-
-// finding is a change as a finding: a warning of what opting in or enforcing would do, or, in an
-// enforce namespace, drift.
-func finding(rule, field, from, to string, enforce bool, cause string) Finding {
-	if !enforce {
-		return Finding{Rule: rule, Result: ResultWarn, Field: field, From: from, To: to}
-	}
-	f := Finding{Rule: RuleDrift, Result: ResultFail, Field: field, From: from, To: to, Cause: cause, Reason: rule}
-	if rule == RuleRewrite {
-		f.Rule, f.Reason = RuleNotFromMirror, ""
-	}
-	return f
-}
-
-func driftCause(original, generation string) string {
-	if original == "" {
-		return CauseNotAdmitted
-	}
-	o, err := mutate.ParseOriginal(original)
-	if err != nil || o.Policy != generation {
-		return CausePolicyChanged
-	}
-	return CauseAdmittedUnpinned
-}
-
-// TopOwner is the pod's top-level owner as far as the pod tells: a ReplicaSet named after its
-// pod-template-hash label is a Deployment's; a bare pod is its own.
-func TopOwner(pod *corev1.Pod) Workload {
-	for _, o := range pod.OwnerReferences {
-		if o.Controller == nil || !*o.Controller {
-			continue
-		}
-		if o.Kind == "ReplicaSet" {
-			if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
-				return Workload{APIVersion: "apps/v1", Kind: "Deployment", Name: strings.TrimSuffix(o.Name, "-"+h)}
-			}
-		}
-		return Workload{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name}
-	}
-	return Workload{APIVersion: "v1", Kind: "Pod", Name: pod.Name}
 }

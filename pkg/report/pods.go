@@ -3,6 +3,7 @@ package report
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -83,4 +84,21 @@ func Slim(obj any) (any, error) {
 		}
 	}
 	return out, nil
+}
+
+// TopOwner is the pod's top-level owner as far as the pod tells: a ReplicaSet named after its
+// pod-template-hash label is a Deployment's; a bare pod is its own.
+func TopOwner(pod *corev1.Pod) Workload {
+	for _, o := range pod.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if h := pod.Labels["pod-template-hash"]; h != "" && strings.HasSuffix(o.Name, "-"+h) {
+				return Workload{APIVersion: "apps/v1", Kind: "Deployment", Name: strings.TrimSuffix(o.Name, "-"+h)}
+			}
+		}
+		return Workload{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name}
+	}
+	return Workload{APIVersion: "v1", Kind: "Pod", Name: pod.Name}
 }

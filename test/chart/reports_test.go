@@ -22,12 +22,21 @@ func TestReportsRBAC(t *testing.T) {
 	} {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()
-			checkReports(t, render(t, file), want)
+			checkReports(t, render(t, file), want, nil)
 		})
 	}
+	// With injected pull secrets and platforms.fromNodes, the scan checks as admission does:
+	// get on exactly those Secrets' names, and list/watch nodes; nothing more.
+	t.Run("pull secrets and node platforms", func(t *testing.T) {
+		t.Parallel()
+		checkReports(t, render(t, "testdata/valid-reports.yaml", "testdata/valid-pull-secrets.yaml"), true, []string{
+			"[] [secrets] [get] [gpu-pull harbor-pull team-pull]",
+			"[] [nodes] [list watch] []",
+		})
+	})
 }
 
-func checkReports(t *testing.T, r rendered, want bool) {
+func checkReports(t *testing.T, r rendered, want bool, extra []string) {
 	t.Helper()
 	name := controllerName + "-reports"
 	d := get[*appsv1.Deployment](t, r, controllerName)
@@ -47,6 +56,7 @@ func checkReports(t *testing.T, r rendered, want bool) {
 		"[openreports.io] [reports clusterreports] [get list watch create update delete] []",
 		"[wgpolicyk8s.io] [policyreports clusterpolicyreports] [get list watch create update delete] []",
 	}
+	wantRules = append(wantRules, extra...)
 	if !bound || !slices.Equal(rules, wantRules) {
 		t.Errorf("ClusterRole %s bound to the controller: %v, rules %q, want %q", name, bound, rules, wantRules)
 	}

@@ -2,9 +2,11 @@ package chart
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -29,16 +31,30 @@ func TestSchemaCoversPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	pol := dig(t, schema, "properties", "policy")
-	compare(t, "policy", reflect.TypeFor[policy.Policy](), pol, map[string]bool{"apiVersion": true, "kind": true})
+	compare(t, "policy", reflect.TypeFor[policy.Policy](), resolver(schema)(pol), map[string]bool{"apiVersion": true, "kind": true}, resolver(schema))
+}
+
+// resolver follows a node's "#/definitions/..." $ref, as shared definitions are written.
+func resolver(schema map[string]any) func(map[string]any) map[string]any {
+	defs, _ := schema["definitions"].(map[string]any)
+	return func(node map[string]any) map[string]any {
+		if ref, ok := node["$ref"].(string); ok {
+			if def, ok := defs[strings.TrimPrefix(ref, "#/definitions/")].(map[string]any); ok {
+				return def
+			}
+		}
+		return node
+	}
 }
 
 // compare walks a Go struct type and a JSON schema object side by side.
-func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, skip map[string]bool) {
+func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, skip map[string]bool, deref func(map[string]any) map[string]any) {
 	t.Helper()
+	node = deref(node)
 	for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice {
 		typ = typ.Elem()
 		if items, ok := node["items"].(map[string]any); ok {
-			node = items
+			node = deref(items)
 		}
 	}
 	if typ.Kind() != reflect.Struct || typ.PkgPath() != reflect.TypeFor[policy.Policy]().PkgPath() {
@@ -55,7 +71,7 @@ func compare(t *testing.T, path string, typ reflect.Type, node map[string]any, s
 			t.Errorf("values.schema.json lacks %s.%s, which the policy accepts", path, name)
 			continue
 		}
-		compare(t, path+"."+name, ft, sub, nil)
+		compare(t, path+"."+name, ft, sub, nil, deref)
 	}
 	for name := range props {
 		if _, ok := fields[name]; !ok {
@@ -93,4 +109,45 @@ func dig(t *testing.T, m map[string]any, keys ...string) map[string]any {
 		m = next
 	}
 	return m
+}
+
+// TestSchemaOwnersAgreeWithValidate: the chart's schema spells exclude.owners as a pattern and
+// pkg/policy as code; on each example both accept or both refuse, so that helm install and
+// "webhook policy check" never disagree (a bare "*" once passed the schema and failed the
+// webhook's policy load).
+func TestSchemaOwnersAgreeWithValidate(t *testing.T) {
+	t.Parallel()
+	dir, err := Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	items := dig(t, schema, "properties", "policy", "properties", "exclude", "properties", "owners", "items")
+	// The pattern is written in the subset that ECMA-262 and RE2 read alike.
+	pattern, err := regexp.Compile(items["pattern"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{
+		"Pod", "StatefulSet", "apps/StatefulSet", "postgresql.cnpg.io/Cluster", "argoproj.io/*", "a-b.example/Kind", "x/K9",
+		"*", "/Kind", "apps/", "", "*/Cluster", "Apps/Deployment", "apps/v1/Deployment", "pod", "apps/pod",
+		"a..b/Kind", "-a/Kind", "a-/Kind", "apps/*/x", "apps/K-ind",
+	} {
+		t.Run(owner, func(t *testing.T) {
+			t.Parallel()
+			schemaOK := pattern.MatchString(owner)
+			doc := fmt.Sprintf("apiVersion: pullgate.dev/v1alpha1\nkind: Policy\nexclude: {owners: [%q]}\n", owner)
+			_, err := policy.Check([]byte(doc))
+			if schemaOK != (err == nil) {
+				t.Errorf("schema accepts %q: %v; policy check: %v", owner, schemaOK, err)
+			}
+		})
+	}
 }

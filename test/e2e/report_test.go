@@ -48,16 +48,21 @@ func TestReports(t *testing.T) {
 	w, cfg := env.Pullgate(t, s, env.DefaultPolicy(), admissionregistrationv1.Ignore)
 	env.CreateOwnNamespace(t, s, "")
 	ns := map[string]string{}
-	for _, kind := range []string{"unlabelled", "audit", "enforce", "outage", "invalid"} {
+	for _, kind := range []string{"unlabelled", "audit", "enforce", "outage", "invalid", "nosecret"} {
 		mode := kind
 		if kind != "audit" && kind != "enforce" {
 			mode = ""
 		}
 		ns[kind] = env.Namespace(t, s, mode)
 	}
+	// A namespace without the pull secret the policy injects: admission would warn, and so do
+	// the audit and the reports (missing-pull-secret), with the same check.
+	if err := env.Client.CoreV1().Secrets(ns["nosecret"]).Delete(t.Context(), e2e.MirrorSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	env.LabelNamespace(t, ns["outage"], map[string]*string{e2e.ModeLabel: ptr("enforce")})
 	env.WaitForMutation(t, ns["enforce"], image)
-	for _, kind := range []string{"unlabelled", "audit", "enforce"} {
+	for _, kind := range []string{"unlabelled", "audit", "enforce", "nosecret"} {
 		createWorkload(t, ns[kind], "web", image, 2)
 	}
 	// The API server stores any non-empty image; pullgate cannot read this one.
@@ -73,6 +78,7 @@ func TestReports(t *testing.T) {
 		"enforce":    "2 0 0 0 0 0 0 0",
 		"outage":     "2 2 2 2 2 2 2 0",
 		"invalid":    "1 1 0 0 0 0 1 1",
+		"nosecret":   "2 2 0 2 2 2 2 0",
 	}
 	audited := map[string][]string{}
 	for kind, n := range ns {
@@ -214,6 +220,7 @@ func checkResults(t *testing.T, what string, got map[string][]string, ns map[str
 		"enforce":    nil,
 		"outage":     {"fail drift", "fail drift", "fail drift", "fail not-from-mirror"},
 		"invalid":    {"warn pull-secret", "warn unpinnable"},
+		"nosecret":   {"warn missing-pull-secret", "warn pin", "warn pull-policy", "warn pull-secret", "warn rewrite"},
 	} {
 		var rules []string
 		for _, r := range got[kind] {
@@ -221,6 +228,9 @@ func checkResults(t *testing.T, what string, got map[string][]string, ns map[str
 			rules = append(rules, f[0]+" "+f[1])
 			if kind != "invalid" && (!strings.Contains(r, "Deployment/web") || !strings.Contains(r, "pods=2")) {
 				t.Errorf("%s %s (%s): result %q is not about Deployment web's 2 pods", what, ns[kind], kind, r)
+			}
+			if f[1] == "missing-pull-secret" && !strings.Contains(r, "secret="+e2e.MirrorSecret) {
+				t.Errorf("%s %s (%s): %q does not name the secret %s", what, ns[kind], kind, r, e2e.MirrorSecret)
 			}
 			if kind == "outage" && !strings.Contains(r, "cause=not-admitted-by-pullgate") {
 				t.Errorf("%s %s (%s): drift %q without cause not-admitted-by-pullgate", what, ns[kind], kind, r)
@@ -345,7 +355,7 @@ func auditResults(t *testing.T, raw []byte, ns string) []string {
 			for _, s := range r.Resources {
 				line += fmt.Sprintf(" %s/%s", s.Kind, s.Name)
 			}
-			for _, k := range []string{"field", "image", "was", "becomes", "change", "cause", "pods", "mode"} {
+			for _, k := range []string{"field", "image", "was", "secret", "becomes", "change", "cause", "pods", "mode"} {
 				if p[k] != "" {
 					line += " " + k + "=" + p[k]
 				}
