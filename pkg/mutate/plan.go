@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/google/go-containerregistry/pkg/name"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -155,7 +154,7 @@ func newPlan(pol *policy.Compiled, in Input, known *policyDecisions) (*Plan, err
 	// Sized once: growing by append copies every plan on the way, per admission.
 	p.images = make([]imagePlan, 0, len(candidates))
 	for _, s := range candidates {
-		ip, problem := planImage(pol, s, in, pod, known)
+		ip, problem := planImage(pol, s, in, pod, known, p.PreferredMirrors)
 		if problem != "" {
 			p.warnings = append(p.warnings, s.field()+": "+problem)
 			p.problems = append(p.problems, Unpinnable{Field: s.field(), Image: s.image, Reason: problem})
@@ -259,13 +258,16 @@ func changeable(in Input, pod *podView) ([]site, bool, error) {
 }
 
 // planImage decides one image. A nil plan with a problem means the image is left untouched.
-func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *policyDecisions) (*imagePlan, string) {
+func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *policyDecisions, picks map[string]policy.MirrorTarget) (*imagePlan, string) {
 	d := known.decide(pol, s.image)
 	if d.problem != "" {
 		return nil, d.problem
 	}
 	if d.excluded {
 		return nil, ""
+	}
+	if m, ok := picks[d.ref.registry]; ok {
+		d = d.preferring(m)
 	}
 	ip := &imagePlan{site: s, ref: d.ref, target: d.target, mirror: d.mirror, rewritten: d.rewritten, alternates: d.alternates}
 	if d.resolve {
@@ -278,108 +280,6 @@ func planImage(pol *policy.Compiled, s site, in Input, pod *podView, known *poli
 		}
 	}
 	return ip, ""
-}
-
-// decision is what a policy says of an image text, wherever it appears: whether it moves, to
-// where, and what to resolve. Nothing in it depends on the pod.
-type decision struct {
-	problem    string // why the image is left untouched, for a warning after its field
-	excluded   bool
-	ref        imageRef
-	target     string
-	mirror     string // host of the mirror the image ends up on, if it does
-	rewritten  bool
-	resolve    bool
-	resolveTag name.Tag // the tag to resolve, on the mirror when there is one
-	upstream   name.Tag
-	// alternates and alternateTags are the further mirrors of the image's registry, in policy
-	// order; alternateTags only when there is a tag to resolve.
-	alternates    []alternate
-	alternateTags []name.Tag
-}
-
-// alternate is an image's place on one of its registry's further mirrors.
-type alternate struct {
-	target string // repository text on that mirror
-	mirror string // its host
-}
-
-// decideImage works out a decision: parsing the reference and forming the tags to resolve is
-// most of what a warm admission costs after decoding, hence the memo (decisionMemo).
-func decideImage(pol *policy.Compiled, image string) decision {
-	ref, err := parseImage(image)
-	if err != nil {
-		return decision{problem: fmt.Sprintf("%q is not a valid image reference (%v); left untouched", clip(image), err)}
-	}
-	if pol.ExcludedImage(ref.normalized()) {
-		return decision{excluded: true}
-	}
-	d := decision{ref: ref, target: ref.base}
-	resolveAt := ref.host + "/" + ref.repository
-	upstreamAt := resolveAt
-	var opts []name.Option
-	if m, on := pol.OnMirror(ref.host, ref.repository); on {
-		d.mirror = m.Host
-		opts = mirrorOptions(m)
-		upstreamAt = m.UpstreamRepository(ref.repository)
-	} else if m, ok := pol.MirrorFor(ref.registry); ok {
-		d.target = m.Repository(ref.repository)
-		d.mirror = m.Host
-		d.rewritten = true
-		resolveAt = d.target
-		opts = mirrorOptions(m)
-		// The mirror's path prefix lengthens the repository, which may then pass the 255
-		// characters a repository may have: the rewritten image would not parse, and the kubelet
-		// would refuse the pod. Checked here because pinned images and resolve.enabled: false
-		// never build the tag below.
-		if _, err := name.NewRepository(d.target, opts...); err != nil {
-			return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
-		}
-		d.alternates, d.alternateTags = alternates(pol.AlternateMirrors(ref.registry), ref, pol.ResolveEnabled())
-	}
-	if ref.digest != "" || !pol.ResolveEnabled() {
-		return d
-	}
-	target, err := name.NewTag(resolveAt+":"+ref.tagOrLatest(), opts...)
-	if err != nil {
-		return decision{problem: fmt.Sprintf("cannot form the mirror reference for %q (%v); left untouched", clip(image), err)}
-	}
-	upstream, err := name.NewTag(upstreamAt + ":" + ref.tagOrLatest())
-	if err != nil {
-		upstream = target
-	}
-	d.resolve, d.resolveTag, d.upstream = true, target, upstream
-	return d
-}
-
-// alternates places ref on each further mirror, with the tag to resolve there. A mirror on which
-// the reference cannot be formed (its prefix makes the repository too long) is left out: the
-// image never goes there.
-func alternates(ms []policy.MirrorTarget, ref imageRef, resolve bool) ([]alternate, []name.Tag) {
-	var alts []alternate
-	var tags []name.Tag
-	for _, m := range ms {
-		a := alternate{target: m.Repository(ref.repository), mirror: m.Host}
-		if _, err := name.NewRepository(a.target, mirrorOptions(m)...); err != nil {
-			continue
-		}
-		if resolve && ref.digest == "" {
-			t, err := name.NewTag(a.target+":"+ref.tagOrLatest(), mirrorOptions(m)...)
-			if err != nil {
-				continue
-			}
-			tags = append(tags, t)
-		}
-		alts = append(alts, a)
-	}
-	return alts, tags
-}
-
-func mirrorOptions(m policy.MirrorTarget) []name.Option {
-	if m.Insecure {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }
 
 // missingSecrets returns the wanted names the pod lacks, in policy order.
