@@ -21,7 +21,8 @@ type CachedResolver interface {
 
 // ResolveRequest names the image the node will pull. Ref is after the mirror rewrite; Upstream is
 // the reference as the pod author wrote it (normalized), equal to Ref when no mirror applies. The
-// resolver may consult Upstream only when the policy allows falling back to it.
+// resolver may consult Upstream only when the policy allows it: falling back to it, or comparing
+// the mirror's digest with it.
 type ResolveRequest struct {
 	Ref      name.Tag
 	Upstream name.Tag
@@ -37,6 +38,10 @@ type ResolveRequest struct {
 type Resolution struct {
 	Digest string // "sha256:<hex>"
 	Stale  bool
+	// Mismatch, when set, says the mirror's digest for the tag differs from the upstream's, as
+	// a comparison made after an earlier resolution found; the handler warns about it. It may
+	// come with an error, when the policy wants the upstream's digest and the mirror lacks it.
+	Mismatch *DigestMismatch
 }
 
 // Outcome is what the resolver said for one reference.

@@ -49,10 +49,10 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 
 	// A caller that missed the cache just before the previous call for this key stored its
 	// answer starts a new call; it must not ask the registry again.
-	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	switch found, e := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		done()
-		return flightResult{digest: digest}, nil
+		return flightResult{digest: e.digest, differs: e.differs}, nil
 	case lookupNegative:
 		done()
 		return nil, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
@@ -69,13 +69,17 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 				err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
 			}
 		}
+		var differs *verdict
 		if err == nil {
-			r.cache.put(key, entry{digest: digest, stored: cfg.now()})
+			differs = r.store(cfg, key, digest)
+			if upstream != nil {
+				r.compare(ctx, cfg, key, ref, *upstream, digest, pod)
+			}
 		}
-		mirror <- fetched{digest, err}
+		mirror <- fetched{digest, err, differs}
 	}()
 	var wait <-chan time.Time
-	if upstream != nil {
+	if cfg.fallback && upstream != nil {
 		// The mirror gets half the admission budget, so that fallbackToUpstream keeps the
 		// other half: a mirror that copies a big image before it answers must not starve it.
 		t := time.NewTimer(cfg.timeout / 2)
@@ -86,12 +90,12 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	select {
 	case m := <-mirror:
 		if m.err == nil {
-			return flightResult{digest: m.digest}, nil
+			return flightResult{digest: m.digest, differs: m.differs}, nil
 		}
 		err = m.err
 	case <-wait:
 	}
-	if upstream != nil {
+	if cfg.fallback && upstream != nil {
 		// Not under ctx: the mirror's goroutine ends that when the mirror answers.
 		uctx, ucancel := context.WithDeadline(context.WithoutCancel(ctx), begun.Add(cfg.timeout))
 		d, ferr := r.call(uctx, cfg, *upstream, pod)
@@ -116,7 +120,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 			// The mirror is still at it: its answer (or the background deadline) decides.
 			m := <-mirror
 			if m.err == nil {
-				return flightResult{digest: m.digest}, nil
+				return flightResult{digest: m.digest, differs: m.differs}, nil
 			}
 			err = m.err
 		}
@@ -132,8 +136,9 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 
 // fetched is what one registry lookup found.
 type fetched struct {
-	digest string
-	err    error
+	digest  string
+	err     error
+	differs *verdict
 }
 
 // verify checks that ref's registry serves digest in ref's repository. go-containerregistry

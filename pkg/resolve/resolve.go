@@ -40,6 +40,7 @@ type Resolver struct {
 	count      countFunc
 	slots      slots    // lookups per host running past the admission budget
 	pending    sync.Map // cache key -> time.Time: a lookup runs in the background until then
+	fidelity   *fidelity
 }
 
 // New returns a Resolver with an empty cache.
@@ -50,7 +51,7 @@ func New(opts Options) (*Resolver, error) {
 // newResolver is New with the address check of guarded connections and the roots that stand in
 // for the system's (nil: the system's), which tests replace.
 func newResolver(opts Options, check addressCheck, roots *x509.CertPool) (*Resolver, error) {
-	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions()}
+	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions(), fidelity: newFidelity()}
 	r.transports.check, r.transports.proxy, r.transports.roots = check, http.ProxyFromEnvironment, roots
 	r.count = requestCounter(r.metrics.requests, r.label) //nolint:bodyclose // a hook that reads status codes; it owns no body
 	cfg, err := r.compile(opts)
@@ -148,12 +149,16 @@ func (r *Resolver) Stale(req contract.ResolveRequest) (contract.Resolution, bool
 	if cfg.podSecrets != nil && len(req.PullSecrets) > 0 {
 		return contract.Resolution{}, false
 	}
-	digest, ok := r.cache.stale(cacheKey(cfg, req, ""), cfg.now(), cfg)
+	e, ok := r.cache.stale(cacheKey(cfg, req, ""), cfg.now(), cfg)
 	if !ok {
 		return contract.Resolution{}, false
 	}
+	res, err := e.answer(true)
+	if err != nil {
+		return contract.Resolution{}, false
+	}
 	r.metrics.cache.WithLabelValues("stale").Inc()
-	return contract.Resolution{Digest: digest, Stale: true}, true
+	return res, true
 }
 
 // cacheKey names an answer: the normalized reference (Name() is index.docker.io/library/...,
@@ -165,10 +170,14 @@ func cacheKey(cfg *config, req contract.ResolveRequest, podID string) string {
 
 // fromCache returns the cache's answer for key, if it has one, and counts it.
 func (r *Resolver) fromCache(cfg *config, key string, req contract.ResolveRequest) (contract.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
-	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	switch found, e := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		r.metrics.cache.WithLabelValues("hit").Inc()
-		return contract.Resolution{Digest: digest}, outcomeHit, nil, true
+		res, err := e.answer(false)
+		if err != nil {
+			return res, outcomeDiverged, err, true
+		}
+		return res, outcomeHit, nil, true
 	case lookupNegative:
 		r.metrics.cache.WithLabelValues("negative").Inc()
 		return contract.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", req.Ref, ErrNotFound, cfg.negativeTTL), true
@@ -180,6 +189,7 @@ func (r *Resolver) fromCache(cfg *config, key string, req contract.ResolveReques
 type flightResult struct {
 	digest   string
 	fallback bool
+	differs  *verdict // the mirror's digest differs from the upstream's (fidelity.go)
 }
 
 // podCreds are a pod's pull secrets: a keychain over them and its identity.
@@ -211,7 +221,7 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 	}
 
 	var upstream *name.Tag
-	if cfg.fallback && req.Upstream.RepositoryStr() != "" && req.Upstream.Name() != req.Ref.Name() {
+	if (cfg.fallback || cfg.mismatch != "") && req.Upstream.RepositoryStr() != "" && req.Upstream.Name() != req.Ref.Name() {
 		up, err := cfg.tag(req.Upstream)
 		if err != nil {
 			return contract.Resolution{}, outcomeError, fmt.Errorf("resolve %s: %w: %w", req.Upstream, ErrRegistry, err)
@@ -231,7 +241,11 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 		if fr.fallback {
 			return contract.Resolution{Digest: fr.digest}, outcomeFallback, nil
 		}
-		return contract.Resolution{Digest: fr.digest}, outcomeResolved, nil
+		out, err := entry{digest: fr.digest, differs: fr.differs}.answer(false)
+		if err != nil {
+			return out, outcomeDiverged, err
+		}
+		return out, outcomeResolved, nil
 	case <-ctx.Done():
 		// The shared call goes on for the other callers and fills the cache.
 		res, outcome, err := r.orStale(ctx, cfg, key, ref, callerError(ctx, ref))
@@ -251,10 +265,12 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 // that are not failures (not found, unauthorized) and callers that gave up get the error.
 func (r *Resolver) orStale(ctx context.Context, cfg *config, key string, ref name.Tag, err error) (contract.Resolution, string, error) {
 	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrCircuitOpen) {
-		if digest, ok := r.cache.stale(key, cfg.now(), cfg); ok {
-			r.metrics.cache.WithLabelValues("stale").Inc()
-			logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", digest, "error", err.Error())
-			return contract.Resolution{Digest: digest, Stale: true}, outcomeStale, nil
+		if e, ok := r.cache.stale(key, cfg.now(), cfg); ok {
+			if res, aerr := e.answer(true); aerr == nil {
+				r.metrics.cache.WithLabelValues("stale").Inc()
+				logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", res.Digest, "error", err.Error())
+				return res, outcomeStale, nil
+			}
 		}
 	}
 	return contract.Resolution{}, outcomeOf(err), err
@@ -274,6 +290,8 @@ func outcomeOf(err error) string {
 		return outcomeCanceled
 	case errors.Is(err, ErrForbiddenAddress):
 		return outcomeForbidden
+	case errors.Is(err, ErrDiverged):
+		return outcomeDiverged
 	default:
 		return outcomeError
 	}
