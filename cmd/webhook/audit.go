@@ -259,12 +259,13 @@ func plural(n int, s string) string {
 func findingText(fd report.Finding) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", fd.Result, fd.Rule)
-	if fd.Rule != report.RuleUnpinnable && fd.Reason != "" {
+	said := fd.Rule == report.RuleUnpinnable || fd.Rule == report.RuleDigestMismatch // the reason is the text
+	if !said && fd.Reason != "" {
 		b.WriteString(" " + fd.Reason)
 	}
 	fmt.Fprintf(&b, " %s:", fd.Field)
 	switch {
-	case fd.Rule == report.RuleUnpinnable:
+	case said:
 		fmt.Fprintf(&b, " %q: %s", fd.From, fd.Reason)
 	case fd.Rule == report.RulePullSecret || fd.Reason == report.RulePullSecret:
 		fmt.Fprintf(&b, " add %s", fd.To)

@@ -43,13 +43,14 @@ const (
 // messages are the stable texts per rule (the changing details are in the properties). gosec
 // takes a map with "secret" in it for credentials.
 var messages = map[string]string{ //nolint:gosec // G101: messages, not credentials
-	RuleRewrite:       "the image would be pulled from the mirror",
-	RulePin:           "the image would be pinned to a digest",
-	RulePullPolicy:    "the image pull policy would be set",
-	RulePullSecret:    "the mirror's pull secret would be added to the pod",
-	RuleUnpinnable:    "the image could not be pinned to a digest",
-	RuleNotFromMirror: "the running image is not pulled from the mirror the policy names",
-	RuleDrift:         "the running pod is not as the policy makes it",
+	RuleRewrite:        "the image would be pulled from the mirror",
+	RulePin:            "the image would be pinned to a digest",
+	RulePullPolicy:     "the image pull policy would be set",
+	RulePullSecret:     "the mirror's pull secret would be added to the pod",
+	RuleUnpinnable:     "the image could not be pinned to a digest",
+	RuleNotFromMirror:  "the running image is not pulled from the mirror the policy names",
+	RuleDrift:          "the running pod is not as the policy makes it",
+	RuleDigestMismatch: "the mirror serves another digest for the tag than its upstream (signatures keyed on the upstream's do not verify)",
 }
 
 // Message is the stable message of a rule.
@@ -119,7 +120,7 @@ func namespaceResults(ns NamespaceFindings, ts metav1.Timestamp) ([]openreports.
 			set("becomes", fd.To)
 			set("cause", fd.Cause)
 			set("rule", ns.Rule)
-			if fd.Rule == RuleUnpinnable {
+			if fd.Rule == RuleUnpinnable || fd.Rule == RuleDigestMismatch {
 				set("reason", fd.Reason)
 			} else {
 				set("change", fd.Reason)

@@ -26,6 +26,9 @@ const (
 	RuleUnpinnable    = "unpinnable"
 	RuleDrift         = "drift"
 	RuleNotFromMirror = "not-from-mirror"
+	// RuleDigestMismatch: the mirror serves another digest for the tag than its upstream;
+	// the finding's Cause is contract.CauseConversion, CauseTrimmedIndex or CauseDiffers.
+	RuleDigestMismatch = "digest-mismatch"
 )
 
 // Results, as openreports and wgpolicyk8s spell them.
@@ -85,8 +88,8 @@ type Finding struct {
 	Field  string
 	From   string
 	To     string
-	Reason string // unpinnable: why
-	Cause  string // drift, not-from-mirror: see Cause*
+	Reason string // unpinnable, digest-mismatch: why
+	Cause  string // drift, not-from-mirror: see Cause*; digest-mismatch: the likely cause
 	Pods   int
 }
 
@@ -350,6 +353,9 @@ func podFindings(ps podScan, r mutate.Result, enforce bool, generation string, c
 		c.Unpinnable++
 		out = append(out, Finding{Rule: RuleUnpinnable, Result: ResultWarn, Field: u.Field, From: u.Image, Reason: u.Reason})
 	}
+	for _, m := range r.Mismatches {
+		out = append(out, Finding{Rule: RuleDigestMismatch, Result: ResultWarn, Field: m.Field, From: m.Image, Reason: mismatchText(m.DigestMismatch), Cause: m.Cause})
+	}
 	for _, ch := range r.Changes {
 		rule := RulePin
 		switch ch.Action {
@@ -368,6 +374,16 @@ func podFindings(ps podScan, r mutate.Result, enforce bool, generation string, c
 		out = append(out, finding(rule, ch.Field, ch.From, ch.To, enforce, cause))
 	}
 	return out
+}
+
+// mismatchText is a digest mismatch short enough for a report property: the image and the
+// cause have properties of their own.
+func mismatchText(m contract.DigestMismatch) string {
+	s := "mirror " + m.Mirror + " serves " + m.MirrorDigest + ", upstream " + m.UpstreamDigest
+	if m.Declared {
+		s += "; the policy says the mirror preserves digests"
+	}
+	return s
 }
 
 // finding is a change as a finding: a warning of what opting in or enforcing would do, or, in an
