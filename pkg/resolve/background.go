@@ -28,6 +28,20 @@ func (s *slots) take(host string, limit int) bool {
 	return true
 }
 
+// busy reports whether host has a lookup running past the admission budget.
+func (s *slots) busy(host string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[host] > 0
+}
+
+// inBackground marks the context of a lookup that took a slot. While one runs on a mirror (a
+// big copy: Zot serializes syncs under its default reqConcurrent), other lookups there may time
+// out only because they queue behind it; their timeouts count for their repository alone, not
+// for the mirror's breaker. Its own timeout still counts, so a mirror that hangs for everything
+// is left alone in the end, once its background lookups time out.
+type inBackground struct{}
+
 func (s *slots) give(host string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

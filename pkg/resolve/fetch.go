@@ -35,6 +35,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		// image before it answers) goes on after its callers leave, so that the next admission
 		// finds the answer in the cache. Bounded per mirror in time and in number.
 		timeout = cfg.background
+		ctx = context.WithValue(ctx, inBackground{}, true)
 		r.pending.Store(key, begun.Add(timeout))
 		end = append(end, func() { r.pending.Delete(key); r.slots.give(host) })
 	}
@@ -181,9 +182,10 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		// A repository's first timeout in a row also counts against the host, its next ones
 		// do not: one slow repository adds at most one, while a mirror that hangs for every
 		// repository still opens its host's breaker after that many distinct repositories.
+		// Not while a lookup of ours runs in the background there (see inBackground).
 		first := slow.idle()
 		r.settle(ctx, cfg, slow, host, f)
-		if first {
+		if first && (ctx.Value(inBackground{}) != nil || !r.slots.busy(host)) {
 			r.settle(ctx, cfg, br, host, f)
 		} else {
 			br.release()
