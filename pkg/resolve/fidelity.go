@@ -87,8 +87,10 @@ func (r *Resolver) store(cfg *config, key, digest string) *verdict {
 	r.fidelity.mu.Lock()
 	defer r.fidelity.mu.Unlock()
 	var differs *verdict
-	if c, ok := r.fidelity.seen.Peek(key + "\x00" + digest); ok && c != nil {
-		differs = c.differs
+	if cfg.mismatch != "" { // the key costs an allocation
+		if c, ok := r.fidelity.seen.Peek(key + "\x00" + digest); ok && c != nil {
+			differs = c.differs
+		}
 	}
 	r.cache.put(key, entry{digest: digest, stored: cfg.now(), differs: differs})
 	return differs
