@@ -74,7 +74,12 @@ type fidelity struct {
 	slots slots // comparisons running per upstream host
 }
 
-type compared struct{ differs *verdict }
+// compared is a comparison's end, under the policy it was made for: a reload that changes
+// DigestMismatch compares again.
+type compared struct {
+	differs *verdict
+	policy  MismatchPolicy
+}
 
 func newFidelity() *fidelity {
 	seen, _ := lru.New[string, *compared](maxCompared) // only a size below 1 fails
@@ -88,7 +93,7 @@ func (r *Resolver) store(cfg *config, key, digest string) *verdict {
 	defer r.fidelity.mu.Unlock()
 	var differs *verdict
 	if cfg.mismatch != "" { // the key costs an allocation
-		if c, ok := r.fidelity.seen.Peek(key + "\x00" + digest); ok && c != nil {
+		if c, ok := r.fidelity.seen.Peek(key + "\x00" + digest); ok && c != nil && c.policy == cfg.mismatch {
 			differs = c.differs
 		}
 	}
@@ -106,7 +111,7 @@ func (r *Resolver) compare(ctx context.Context, cfg *config, key string, ref, up
 	f, id := r.fidelity, key+"\x00"+digest
 	host := upstream.Context().RegistryStr()
 	f.mu.Lock()
-	if f.seen.Contains(id) || !f.slots.take(host, cfg.backgroundLookups) {
+	if c, ok := f.seen.Peek(id); (ok && (c == nil || c.policy == cfg.mismatch)) || !f.slots.take(host, cfg.backgroundLookups) {
 		f.mu.Unlock()
 		return
 	}
@@ -125,7 +130,7 @@ func (r *Resolver) compare(ctx context.Context, cfg *config, key string, ref, up
 			log.V(1).Info("comparing the mirror's digest with the upstream's failed", "error", err.Error())
 			return
 		}
-		f.seen.Add(id, &compared{differs: differs})
+		f.seen.Add(id, &compared{differs: differs, policy: cfg.mismatch})
 		if differs == nil {
 			return
 		}

@@ -324,3 +324,34 @@ func TestDigestCompareOncePerDigest(t *testing.T) {
 		})
 	}
 }
+
+// A reload that changes digestMismatch compares again at the next mirror resolution, rather
+// than keep a verdict made for the other policy (here: a refusal that Mirror does not make).
+func TestDigestMismatchReload(t *testing.T) {
+	t.Parallel()
+	mirror, upstream, req, _ := convertedMirror(t)
+	c := newClock()
+	opts := resolve.Options{CacheTTL: time.Minute, DigestMismatch: resolve.PinUpstream, Now: c.Now,
+		Registries: map[string]resolve.Registry{mirror.host: {Insecure: true}, upstream.host: {Insecure: true}}}
+	r := newResolver(t, c, opts)
+	first, err := r.Resolve(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCompared(t, r, req, first.Digest)
+	if o, _ := r.Cached(req); !errors.Is(o.Err, resolve.ErrDiverged) {
+		t.Fatalf("under Upstream: %+v; want ErrDiverged", o)
+	}
+	opts.DigestMismatch = resolve.PinMirror
+	if err := r.Configure(opts); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(2 * time.Minute)
+	if _, err := r.Resolve(context.Background(), req); err != nil {
+		t.Fatalf("after the reload: %v; want the mirror's digest", err)
+	}
+	waitCompared(t, r, req, first.Digest)
+	if o, _ := r.Cached(req); o.Err != nil || o.Digest != first.Digest || o.Mismatch == nil {
+		t.Errorf("after the reload: %+v; want the mirror's %s with a mismatch", o, first.Digest)
+	}
+}
