@@ -37,8 +37,7 @@
 // swaps it on reload and keeps the cache.
 //
 // Metrics go to controller-runtime's registry: pullgate_resolve_duration_seconds,
-// pullgate_resolve_cache_total, pullgate_registry_requests_total and
+// pullgate_resolve_cache_total, pullgate_registry_requests_total,
 // pullgate_registry_circuit_open and pullgate_digest_mismatch_total, labelled by configured
-// registry host (others as "other"),
-// never by image.
+// registry host (others as "other"), never by image.
 package resolve
