@@ -1,15 +1,24 @@
 package mutate_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/mutate"
 	"github.com/pullgate/pullgate/pkg/policy"
+	"github.com/pullgate/pullgate/pkg/resolve"
 )
 
 // A resolution that carries a digest mismatch pins what it names and warns with the resolver's
@@ -64,5 +73,63 @@ func TestApplyDigestMismatch(t *testing.T) {
 				t.Errorf("pinned %q, want %q", pinned, tc.pinned)
 			}
 		})
+	}
+}
+
+// Through the handler and a real resolver: a mirror that serves a tag converted to OCI (as Zot's
+// default sync does) gets its digest pinned at once, and once the background comparison with the
+// upstream has run, the tag's next admissions carry the warning.
+func TestHandlerWarnsOfDigestMismatch(t *testing.T) {
+	t.Parallel()
+	upstream, mirror := newTestRegistry(t), newTestRegistry(t)
+	img, err := random.Image(256, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(host, repoTag string, mt types.MediaType) string {
+		ref, err := name.NewTag(host+"/"+repoTag, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := ggcrmutate.MediaType(img, mt)
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.String()
+	}
+	write(upstream.host, "app:v1", types.DockerManifestSchema2)
+	converted := write(mirror.host, "up/app:v1", types.OCIManifestSchema1)
+	pol, err := policy.Check([]byte(fmt.Sprintf(`apiVersion: pullgate.dev/v1alpha1
+kind: Policy
+mirrors: [{registry: %q, mirror: %s/up, insecure: true}]
+registries: [{host: %q, insecure: true}]
+resolve: {digestMismatch: Mirror}
+`, upstream.host, mirror.host, upstream.host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resolve.New(resolve.Options{DigestMismatch: resolve.MismatchPolicy(pol.DigestMismatch()),
+		Registries: map[string]resolve.Registry{upstream.host: {Insecure: true}, mirror.host: {Insecure: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := mutate.NewHandler(mutate.Handler{Policy: fixedPolicy{pol}, Resolver: res, OwnNamespace: "pullgate"})
+	req := podRequest(t, admissionv1.Create, testPod(upstream.host+"/app:v1"))
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp := h.Handle(context.Background(), req)
+		if image := applied(t, req, resp).Spec.Containers[0].Image; !strings.HasSuffix(image, "@"+converted) {
+			t.Fatalf("pinned %s, want the mirror's %s", image, converted)
+		}
+		if len(resp.Warnings) == 1 && strings.Contains(resp.Warnings[0], "serves "+converted) && strings.HasSuffix(resp.Warnings[0], "(likely cause: conversion to OCI)") {
+			t.Logf("warning: %s", resp.Warnings[0])
+			return
+		}
+		if len(resp.Warnings) > 0 || time.Now().After(end) {
+			t.Fatalf("warnings %q; want the mismatch's, once the comparison has run", resp.Warnings)
+		}
 	}
 }
