@@ -162,78 +162,87 @@ func mismatches(t *testing.T, mirror, cause string) float64 {
 	return gauge(t, "pullgate_digest_mismatch_total", prometheus.Labels{"mirror": mirror, "cause": cause})
 }
 
-// Against a real upstream (Distribution v3.1.2, standing in for Docker Hub) and mirrors that
-// copy as Zot and Harbor were measured to (emulated: see syncing), the first resolution pins
-// the mirror's digest; a comparison in the background then finds, for each shape, whether the
-// upstream's differs and why, and the next admission of the tag carries it (the handler turns
-// it into a warning), counted once in pullgate_digest_mismatch_total.
+// Against a real upstream (Distribution v3.1.2 and Debian's 2.8.2, standing in for Docker Hub)
+// and mirrors that copy as Zot and Harbor were measured to (emulated: see syncing), the first
+// resolution pins the mirror's digest; a comparison in the background then finds, for each
+// shape, whether the upstream's differs and why, and the next admission of the tag carries it
+// (the handler turns it into a warning), counted once in pullgate_digest_mismatch_total.
 func TestDigestFidelity(t *testing.T) {
 	t.Parallel()
-	upstream := &testRegistry{host: startPullThroughWith(t, registryV3(t), "")}
-	upstream.pushes = http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(upstream.pushes.CloseIdleConnections)
+	dockerList := func(t *testing.T, up *testRegistry, rt string) string {
+		return up.pushIndex(t, rt, multiArch(t, types.DockerManifestList))
+	}
+	dockerImage := func(t *testing.T, up *testRegistry, rt string) string { return up.push(t, rt) }
 	tests := []struct {
 		name      string
-		push      func(t *testing.T, repoTag string) string
+		push      func(t *testing.T, up *testRegistry, repoTag string) string
 		how       copies
 		preserves bool   // the policy declares the mirror preserves digests
 		cause     string // "" when the digests agree
 	}{
-		{"docker image, Zot", func(t *testing.T, rt string) string { return upstream.push(t, rt) }, zotDefault, false, contract.CauseConversion},
-		{"docker list, Zot", func(t *testing.T, rt string) string {
-			return upstream.pushIndex(t, rt, multiArch(t, types.DockerManifestList))
-		}, zotDefault, false, contract.CauseConversion},
-		{"OCI image, Zot", func(t *testing.T, rt string) string { return upstream.pushImage(t, rt, ociImage(t)) }, zotDefault, false, ""},
-		{"OCI index, Zot", func(t *testing.T, rt string) string {
-			return upstream.pushIndex(t, rt, multiArch(t, types.OCIImageIndex))
+		{"docker image, Zot", dockerImage, zotDefault, false, contract.CauseConversion},
+		{"docker list, Zot", dockerList, zotDefault, false, contract.CauseConversion},
+		{"OCI image, Zot", func(t *testing.T, up *testRegistry, rt string) string { return up.pushImage(t, rt, ociImage(t)) }, zotDefault, false, ""},
+		{"OCI index, Zot", func(t *testing.T, up *testRegistry, rt string) string {
+			return up.pushIndex(t, rt, multiArch(t, types.OCIImageIndex))
 		}, zotDefault, false, contract.CauseTrimmedIndex},
-		{"docker list, Harbor", func(t *testing.T, rt string) string {
-			return upstream.pushIndex(t, rt, multiArch(t, types.DockerManifestList))
-		}, harborTrimming, false, contract.CauseTrimmedIndex},
-		{"docker list, Zot preserving", func(t *testing.T, rt string) string {
-			return upstream.pushIndex(t, rt, multiArch(t, types.DockerManifestList))
-		}, zotPreserving, true, ""},
-		{"docker image, Zot declared preserving", func(t *testing.T, rt string) string { return upstream.push(t, rt) }, zotDefault, true, contract.CauseConversion},
+		{"docker list, Harbor", dockerList, harborTrimming, false, contract.CauseTrimmedIndex},
+		{"docker list, Zot preserving", dockerList, zotPreserving, true, ""},
+		{"docker image, Zot declared preserving", dockerImage, zotDefault, true, contract.CauseConversion},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for version, binary := range map[string]func(t *testing.T) string{"v3.1.2": registryV3, "v2.8.2": func(*testing.T) string { return distributionBinary }} {
+		t.Run(version, func(t *testing.T) {
 			t.Parallel()
-			repo := "library/" + strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(tt.name))
-			want := tt.push(t, repo+":v1")
-			mirror := newRegistry(t)
-			mirror.setFault(syncing(t, mirror, upstream.host, tt.how))
-			r := newResolver(t, newClock(), resolve.Options{Timeout: 5 * time.Second, DigestMismatch: resolve.PinMirror,
-				Registries: map[string]resolve.Registry{upstream.host: {Insecure: true}, mirror.host: {Insecure: true, PreservesDigests: tt.preserves}}})
-			req := contract.ResolveRequest{Ref: mirror.ref(t, repo+":v1"), Upstream: upstream.ref(t, repo+":v1")}
-			before := mismatches(t, mirror.host, tt.cause)
-
-			first, err := r.Resolve(context.Background(), req)
-			if err != nil || first.Mismatch != nil {
-				t.Fatalf("first resolution: %+v, %v; want the mirror's digest, nothing known of the upstream's yet", first, err)
-			}
-			if (first.Digest == want) != (tt.cause == "") {
-				t.Fatalf("the mirror's digest %s, the upstream's %s: want them equal only when no cause is expected", first.Digest, want)
-			}
-			waitCompared(t, r, req, first.Digest)
-			o, ok := r.Cached(req)
-			if !ok || o.Err != nil || o.Digest != first.Digest {
-				t.Fatalf("next admission: %+v, %v; want the mirror's %s pinned", o, ok, first.Digest)
-			}
-			if tt.cause == "" {
-				if o.Mismatch != nil {
-					t.Errorf("mismatch %s where the digests agree", o.Mismatch)
-				}
-				return
-			}
-			m := o.Mismatch
-			if m == nil || m.Cause != tt.cause || m.UpstreamDigest != want || m.MirrorDigest != first.Digest || m.Declared != tt.preserves || m.PinnedUpstream {
-				t.Fatalf("next admission's mismatch: %+v; want cause %s, upstream's %s, declared %v", m, tt.cause, want, tt.preserves)
-			}
-			t.Logf("warning: %s", m)
-			if got := mismatches(t, mirror.host, tt.cause) - before; got != 1 {
-				t.Errorf("pullgate_digest_mismatch_total{mirror=%s,cause=%s} grew by %v, want 1", mirror.host, tt.cause, got)
+			upstream := &testRegistry{host: startPullThroughWith(t, binary(t), "")}
+			upstream.pushes = http.DefaultTransport.(*http.Transport).Clone()
+			t.Cleanup(upstream.pushes.CloseIdleConnections)
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					t.Parallel()
+					repo := "library/" + strings.NewReplacer(" ", "-", ",", "").Replace(strings.ToLower(tt.name))
+					fidelityCase(t, upstream, repo, tt.push(t, upstream, repo+":v1"), tt.how, tt.preserves, tt.cause)
+				})
 			}
 		})
+	}
+}
+
+// fidelityCase resolves repo:v1 through a mirror that copies it from upstream as how says,
+// and checks what the comparison found: cause, or no mismatch when cause is "".
+func fidelityCase(t *testing.T, upstream *testRegistry, repo, want string, how copies, preserves bool, cause string) {
+	t.Helper()
+	mirror := newRegistry(t)
+	mirror.setFault(syncing(t, mirror, upstream.host, how))
+	r := newResolver(t, newClock(), resolve.Options{Timeout: 5 * time.Second, DigestMismatch: resolve.PinMirror,
+		Registries: map[string]resolve.Registry{upstream.host: {Insecure: true}, mirror.host: {Insecure: true, PreservesDigests: preserves}}})
+	req := contract.ResolveRequest{Ref: mirror.ref(t, repo+":v1"), Upstream: upstream.ref(t, repo+":v1")}
+	before := mismatches(t, mirror.host, cause)
+
+	first, err := r.Resolve(context.Background(), req)
+	if err != nil || first.Mismatch != nil {
+		t.Fatalf("first resolution: %+v, %v; want the mirror's digest, nothing known of the upstream's yet", first, err)
+	}
+	if (first.Digest == want) != (cause == "") {
+		t.Fatalf("the mirror's digest %s, the upstream's %s: want them equal only when no cause is expected", first.Digest, want)
+	}
+	waitCompared(t, r, req, first.Digest)
+	o, ok := r.Cached(req)
+	if !ok || o.Err != nil || o.Digest != first.Digest {
+		t.Fatalf("next admission: %+v, %v; want the mirror's %s pinned", o, ok, first.Digest)
+	}
+	if cause == "" {
+		if o.Mismatch != nil {
+			t.Errorf("mismatch %s where the digests agree", o.Mismatch)
+		}
+		return
+	}
+	m := o.Mismatch
+	if m == nil || m.Cause != cause || m.UpstreamDigest != want || m.MirrorDigest != first.Digest || m.Declared != preserves || m.PinnedUpstream {
+		t.Fatalf("next admission's mismatch: %+v; want cause %s, upstream's %s, declared %v", m, cause, want, preserves)
+	}
+	t.Logf("warning: %s", m)
+	if got := mismatches(t, mirror.host, cause) - before; got != 1 {
+		t.Errorf("pullgate_digest_mismatch_total{mirror=%s,cause=%s} grew by %v, want 1", mirror.host, cause, got)
 	}
 }
 
