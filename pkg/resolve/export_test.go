@@ -37,3 +37,15 @@ func Compared(r *Resolver, req contract.ResolveRequest, digest string) bool {
 	c, ok := r.fidelity.seen.Peek(cacheKey(r.cfg.Load(), req, "") + "\x00" + digest)
 	return ok && c != nil
 }
+
+// Comparing counts the comparisons with upstreams under way.
+func Comparing(r *Resolver) int {
+	s := &r.fidelity.slots
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.m {
+		n += c
+	}
+	return n
+}

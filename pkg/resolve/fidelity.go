@@ -212,10 +212,10 @@ func attestations(idx *v1.IndexManifest) int {
 	return n
 }
 
-// describe HEADs ref's manifest.
+// describe HEADs ref's manifest, advisory.
 func (r *Resolver) describe(ctx context.Context, cfg *config, ref name.Reference, pod podCreds) (*v1.Descriptor, error) {
 	var desc *v1.Descriptor
-	err := r.read(ctx, cfg, ref, pod, func(rt http.RoundTripper) error {
+	err := r.read(ctx, cfg, ref, pod, true, func(rt http.RoundTripper) error {
 		var err error
 		desc, err = remote.Head(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		return err
@@ -226,10 +226,10 @@ func (r *Resolver) describe(ctx context.Context, cfg *config, ref name.Reference
 	return desc, nil
 }
 
-// index GETs an index by digest; remote checks that the bytes are the digest's.
+// index GETs an index by digest, advisory; remote checks that the bytes are the digest's.
 func (r *Resolver) index(ctx context.Context, cfg *config, ref name.Digest, pod podCreds) (*v1.IndexManifest, error) {
 	var idx *v1.IndexManifest
-	err := r.read(ctx, cfg, ref, pod, func(rt http.RoundTripper) error {
+	err := r.read(ctx, cfg, ref, pod, true, func(rt http.RoundTripper) error {
 		desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		if err != nil {
 			return err
@@ -244,8 +244,11 @@ func (r *Resolver) index(ctx context.Context, cfg *config, ref name.Digest, pod 
 }
 
 // read runs one step on ref's registry as Warm does: the resolver's transports, credentials,
-// sessions and the host's circuit breaker, no retry of its own.
-func (r *Resolver) read(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, step func(http.RoundTripper) error) error {
+// sessions and the host's circuit breaker, no retry of its own. An advisory read respects an
+// open breaker but does not move it: a comparison that times out behind a mirror's big copy
+// (Zot serializes syncs) or waits on a sync it started (a HEAD by a digest Zot lacks) must not
+// take the mirror out of pinning.
+func (r *Resolver) read(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, advisory bool, step func(http.RoundTripper) error) error {
 	host := ref.Context().RegistryStr()
 	reg := cfg.registry(host)
 	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), pod)
@@ -255,7 +258,7 @@ func (r *Resolver) read(ctx context.Context, cfg *config, ref name.Reference, po
 	_, listed := cfg.registries[host]
 	w := &warm{
 		r: r, cfg: cfg, reg: reg, auth: auth, key: sessionKey(reg, ref.Context(), identity), listed: listed,
-		repo: ref.Context(), br: r.breakers.get(host, r.label(host)),
+		repo: ref.Context(), br: r.breakers.get(host, r.label(host)), advisory: advisory,
 	}
 	return w.do(ctx, ref, step)
 }

@@ -364,3 +364,31 @@ func TestDigestMismatchReload(t *testing.T) {
 		t.Errorf("after the reload: %+v; want the mirror's %s with a mismatch", o, first.Digest)
 	}
 }
+
+// Comparisons are advisory: failing ones leave the breakers as they were, so an upstream that
+// fails them (here with 500s, past BreakerFailures) is not left alone for fallbackToUpstream,
+// and a mirror that keeps them waiting is not taken out of pinning.
+func TestComparisonsLeaveBreakersAlone(t *testing.T) {
+	t.Parallel()
+	mirror, upstream, req, _ := convertedMirror(t)
+	upstream.setFault(status(http.StatusInternalServerError))
+	c := newClock()
+	r := newResolver(t, c, resolve.Options{CacheTTL: time.Minute, DigestMismatch: resolve.PinMirror, BreakerFailures: 1}, mirror, upstream)
+	for range 3 {
+		if _, err := r.Resolve(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		for end := time.Now().Add(10 * time.Second); resolve.Comparing(r) > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatal("the comparison did not end within 10s")
+			}
+		}
+		c.Advance(2 * time.Minute) // the next resolution asks the mirror, and compares again
+	}
+	if n := upstream.count(http.MethodHead, "app", "v1"); n != 3 {
+		t.Errorf("%d comparisons reached the upstream, want 3 (a failed one is tried again)", n)
+	}
+	if g := circuitOpen(t, upstream.host); g != 0 {
+		t.Errorf("pullgate_registry_circuit_open{registry=upstream} = %v, want 0", g)
+	}
+}
