@@ -75,3 +75,27 @@ func TestOneCopyHoldsTheMirror(t *testing.T) {
 		t.Errorf("next tag after the copy: %+v, %v; want %s", got, err, digests["next"])
 	}
 }
+
+// Which it cannot tell, at first, from a mirror whose manifests hang for every repository: the
+// timeouts behind a background lookup are held, and count for the mirror once the background
+// lookups time out too. Then its circuit opens, as TestHungMirrorOpensItsCircuit's does.
+func TestHungMirrorOpensItsCircuitBehindBackgroundLookups(t *testing.T) {
+	t.Parallel()
+	mirror := newRegistry(t)
+	for _, repo := range []string{"a:v1", "b:v1", "c:v1"} {
+		mirror.push(t, repo)
+	}
+	mirror.setFault(mirror.hang)
+	r := newResolver(t, newClock(), resolve.Options{Timeout: 200 * time.Millisecond, BackgroundTimeout: time.Second,
+		BackgroundLookups: 2, BreakerFailures: 3}, mirror)
+	for _, repo := range []string{"a:v1", "b:v1", "c:v1"} { // a and b go on in the background, c is held
+		if _, err := resolveWithin(t, r, request(mirror.ref(t, repo)), 200*time.Millisecond); !errors.Is(err, resolve.ErrTimeout) {
+			t.Fatalf("%s: err = %v, want ErrTimeout", repo, err)
+		}
+	}
+	for end := time.Now().Add(10 * time.Second); circuitOpen(t, mirror.host) != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the mirror's circuit did not open within 10s of its background lookups timing out")
+		}
+	}
+}

@@ -30,6 +30,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	begun := time.Now()
 	timeout := cfg.timeout
 	var end []func()
+	var mirrorErr error // the mirror call's, set before end runs
 	if host := ref.Context().RegistryStr(); cfg.background > cfg.timeout && cfg.registries[host].transport != nil && r.slots.take(host, cfg.backgroundLookups) {
 		// A first sight that does not fit the admission budget (a mirror that copies the whole
 		// image before it answers) goes on after its callers leave, so that the next admission
@@ -37,7 +38,10 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 		timeout = cfg.background
 		ctx = context.WithValue(ctx, inBackground{}, true)
 		r.pending.Store(key, begun.Add(timeout))
-		end = append(end, func() { r.pending.Delete(key); r.slots.give(host) })
+		end = append(end, func() {
+			r.pending.Delete(key)
+			r.countHeld(ctx, cfg, host, r.slots.give(host, errors.Is(mirrorErr, ErrTimeout)))
+		})
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	end = append(end, cancel)
@@ -65,6 +69,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	go func() {
 		defer done()
 		digest, err := r.call(ctx, cfg, ref, pod)
+		mirrorErr = err
 		if err == nil && cfg.verify {
 			if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
 				err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
@@ -185,7 +190,7 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		// Not while a lookup of ours runs in the background there (see inBackground).
 		first := slow.idle()
 		r.settle(ctx, cfg, slow, host, f)
-		if first && (ctx.Value(inBackground{}) != nil || !r.slots.busy(host)) {
+		if first && (ctx.Value(inBackground{}) != nil || !r.slots.hold(host)) {
 			r.settle(ctx, cfg, br, host, f)
 		} else {
 			br.release()
@@ -195,6 +200,14 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)
 	}
 	return digest, f.err
+}
+
+// countHeld counts n held timeouts for host's breaker (see inBackground).
+func (r *Resolver) countHeld(ctx context.Context, cfg *config, host string, n int) {
+	br := r.breakers.get(host, r.label(host))
+	for range n {
+		r.settle(ctx, cfg, br, host, failure{err: fmt.Errorf("%w: %s timed out behind a lookup that timed out too", ErrTimeout, host), trips: true})
+	}
 }
 
 // settle records the outcome of a call the breaker allowed, which reached the registry.

@@ -118,7 +118,7 @@ func (r *Resolver) compare(ctx context.Context, cfg *config, key string, ref, up
 	f.seen.Add(id, nil)
 	f.mu.Unlock()
 	go func() {
-		defer f.slots.give(host)
+		defer f.slots.give(host, false)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(cfg.timeout, cfg.background))
 		defer cancel()
 		log := logr.FromContextOrDiscard(ctx).WithValues("image", ref.String(), "upstream", upstream.String(), "digest", digest)

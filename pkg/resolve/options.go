@@ -78,7 +78,9 @@ type Options struct {
 	// BreakerCooldown, one probe succeeds. Timeouts count per repository, with the same
 	// numbers, and each repository's first timeout in a row also counts for the host: a mirror
 	// slow on one repository (copying a big image, waiting on its upstream for one tag) keeps
-	// serving the others, and one that hangs for every repository is still left alone.
+	// serving the others, and one that hangs for every repository is still left alone. While a
+	// background lookup runs on a host, its other timeouts count for the host only if that
+	// lookup times out too (Zot makes every tag wait behind one big copy).
 	BreakerFailures int
 	BreakerCooldown time.Duration
 
