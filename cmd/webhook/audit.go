@@ -261,13 +261,15 @@ func plural(n int, s string) string {
 func findingText(fd report.Finding) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", fd.Result, fd.Rule)
-	checked := fd.Rule == report.RuleMissingPullSecret || fd.Rule == report.RulePlatformMismatch
-	if fd.Rule != report.RuleUnpinnable && !checked && fd.Reason != "" {
+	// For these the reason is the text.
+	said := fd.Rule == report.RuleUnpinnable || fd.Rule == report.RuleDigestMismatch ||
+		fd.Rule == report.RuleMissingPullSecret || fd.Rule == report.RulePlatformMismatch
+	if !said && fd.Reason != "" {
 		b.WriteString(" " + fd.Reason)
 	}
 	fmt.Fprintf(&b, " %s:", fd.Field)
 	switch {
-	case fd.Rule == report.RuleUnpinnable || checked:
+	case said:
 		fmt.Fprintf(&b, " %q: %s", fd.From, fd.Reason)
 	case fd.Rule == report.RulePullSecret || fd.Reason == report.RulePullSecret:
 		fmt.Fprintf(&b, " add %s", fd.To)

@@ -289,6 +289,11 @@ func explainOne(ctx context.Context, w io.Writer, pol *policy.Compiled, res cont
 				said = true
 			}
 		}
+		for _, m := range r.Mismatches {
+			if m.Field == f.field {
+				fmt.Fprintf(w, "    %s: %s\n", report.RuleDigestMismatch, &m.DigestMismatch)
+			}
+		}
 		if !said {
 			if excludedImage(pol, f.image) {
 				fmt.Fprintln(w, "    unchanged: image-excluded (the policy's exclude.images matches it)")

@@ -90,6 +90,7 @@ func resolverOptions(ctx context.Context, pol *policy.Compiled, sec *secrets) (r
 		MaxStale:           p.Resolve.MaxStale.Duration,
 		FallbackToUpstream: p.Resolve.FallbackToUpstream,
 		VerifyDigest:       p.Resolve.VerifyDigest,
+		DigestMismatch:     resolve.MismatchPolicy(pol.DigestMismatch()),
 		// A lookup that misses the admission budget goes on this long to fill the cache.
 		BackgroundTimeout: p.Resolve.BackgroundTimeout.Duration,
 		BackgroundLookups: *p.Resolve.BackgroundLookups,

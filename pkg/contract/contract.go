@@ -21,8 +21,8 @@ type CachedResolver interface {
 
 // ResolveRequest names the image the node will pull. Ref is after the mirror rewrite; Upstream is
 // the reference as the pod author wrote it (normalized), equal to Ref when no mirror applies. The
-// resolver may consult Upstream only when the policy allows falling back to it, and only after
-// every mirror.
+// resolver may consult Upstream only when the policy allows it: falling back to it, after every
+// mirror, or comparing the mirror's digest with it.
 type ResolveRequest struct {
 	Ref name.Tag
 	// Alternates are the same image on the registry's further mirrors, in the policy's order:
@@ -45,6 +45,10 @@ type Resolution struct {
 	// Failover is set when a candidate other than Ref served the digest. A pointer: warm
 	// admissions carry one Resolution per image, and nearly all are served by Ref.
 	Failover *Failover
+	// Mismatch, when set, says the mirror's digest for the tag differs from the upstream's, as
+	// a comparison made after an earlier resolution found; the handler warns about it. It may
+	// come with an error, when the policy wants the upstream's digest and the mirror lacks it.
+	Mismatch *DigestMismatch
 }
 
 // Failover says which of a request's candidates served its digest: the node must pull from that

@@ -51,6 +51,9 @@ type Result struct {
 	// Unpinnable lists the image fields left unpinned or untouched, and why: resolution
 	// failures and references that cannot be read. Reports and explain show them.
 	Unpinnable []Unpinnable
+	// Mismatches lists the image fields whose mirror serves another digest for the tag than
+	// its upstream, pinned or not. Reports show them.
+	Mismatches []Mismatch
 	// Deny, when set, is the reason to reject the pod (onError: Deny and a digest could not be had).
 	Deny string
 }
@@ -60,6 +63,13 @@ type Unpinnable struct {
 	Field  string
 	Image  string
 	Reason string
+}
+
+// Mismatch is an image field whose mirror's digest differs from the upstream's.
+type Mismatch struct {
+	Field string
+	Image string
+	contract.DigestMismatch
 }
 
 // Apply turns the plan and the resolver's outcomes (keyed by contract.ResolveRequest.Ref.String()) into
@@ -73,6 +83,12 @@ func (p *Plan) Apply(outcomes map[string]contract.Outcome) Result {
 		target := ip.target
 		if ip.request != nil {
 			o := ip.outcome(outcomes)
+			if o.Mismatch != nil {
+				r.Mismatches = append(r.Mismatches, Mismatch{Field: ip.field(), Image: ip.image, DigestMismatch: *o.Mismatch})
+				if o.Err == nil {
+					warnings = append(warnings, fmt.Sprintf("%s: %s", ip.field(), o.Mismatch))
+				}
+			}
 			switch {
 			case o.Err != nil && p.OnError == policy.OnErrorDeny:
 				r.Unpinned++

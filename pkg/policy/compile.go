@@ -197,6 +197,15 @@ func (c *Compiled) ResolveEnabled() bool { return *c.policy.Resolve.Enabled }
 // ResolveTimeout is the budget for one admission's resolutions (resolve.timeout, defaulted).
 func (c *Compiled) ResolveTimeout() time.Duration { return c.policy.Resolve.Timeout.Duration }
 
+// DigestMismatch is resolve.digestMismatch in force: as set, Mirror when unset with
+// fallbackToUpstream, or "" (no comparison with upstreams).
+func (c *Compiled) DigestMismatch() DigestMismatch {
+	if m := c.policy.Resolve.DigestMismatch; m != "" || !c.policy.Resolve.FallbackToUpstream {
+		return m
+	}
+	return PinMirrorDigest
+}
+
 // OnError says what happens to a pod whose image cannot be pinned (resolve.onError, defaulted).
 func (c *Compiled) OnError() OnError { return c.policy.Resolve.OnError }
 

@@ -94,6 +94,7 @@ var wantProblems = map[string][]string{
 		`line 4: platforms.required[2]: Duplicate value`,
 		`line 5: platforms.onMismatch: Unsupported value: "Sometimes"`,
 	},
+	"invalid-digest-mismatch.yaml": {`line 4: resolve.digestMismatch: Unsupported value: "Newest": supported values: "Mirror", "Upstream"`},
 	"invalid-sync-credentials.yaml": {
 		`line 9: syncCredentials[0].from: Invalid value: "some-other-secret": is the credentialsSecret of no mirror or registry`,
 		`line 11: syncCredentials[1].to: Invalid value: "harbor-robot": is injected into no pod`,
@@ -338,5 +339,36 @@ func TestMirrorOrder(t *testing.T) {
 	c.AlternateMirrors("docker.io")[0].Host = "changed"
 	if c.AlternateMirrors("docker.io")[0].Host != "m2.example.com" {
 		t.Error("AlternateMirrors hands out the compiled policy's own slice")
+	}
+}
+
+// resolve.digestMismatch compares digests only where the policy lets pullgate ask upstreams: set,
+// or unset with fallbackToUpstream (then Mirror); and leaves the generation alone when unset.
+func TestDigestMismatch(t *testing.T) {
+	t.Parallel()
+	base := "apiVersion: pullgate.dev/v1alpha1\nkind: Policy\n"
+	plain, err := policy.Check([]byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		resolve string
+		want    policy.DigestMismatch
+	}{
+		{"", ""},
+		{"resolve: {fallbackToUpstream: true}\n", policy.PinMirrorDigest},
+		{"resolve: {digestMismatch: Mirror}\n", policy.PinMirrorDigest},
+		{"resolve: {digestMismatch: Upstream, fallbackToUpstream: true}\n", policy.PinUpstreamDigest},
+	} {
+		c, err := policy.Check([]byte(base + tc.resolve))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.DigestMismatch(); got != tc.want {
+			t.Errorf("%q: DigestMismatch() = %q, want %q", tc.resolve, got, tc.want)
+		}
+		if (tc.resolve == "") != (c.Generation() == plain.Generation()) {
+			t.Errorf("%q: generation %s, the plain policy's %s", tc.resolve, c.Generation(), plain.Generation())
+		}
 	}
 }

@@ -127,6 +127,13 @@ type Resolve struct {
 	// FallbackToUpstream asks the upstream registry when the mirror fails, and pins the answer
 	// only if the mirror serves that digest.
 	FallbackToUpstream bool `json:"fallbackToUpstream,omitempty"`
+	// DigestMismatch turns on comparing, in the background after a mirror resolution, the
+	// mirror's digest for a tag with the upstream's, and says which one to pin when they differ:
+	// Mirror (what the node pulls, with a warning) or Upstream (only when the mirror serves it
+	// too; otherwise onError applies). Unset, it is Mirror with fallbackToUpstream and no
+	// comparison without: pullgate asks an upstream only where the policy lets it. Not
+	// defaulted into the policy, so that a policy without it keeps its generation.
+	DigestMismatch DigestMismatch `json:"digestMismatch,omitempty"`
 	// VerifyDigest checks, before pinning, that the mirror serves the digest it names for a tag:
 	// one more request per cache miss, against a registry that answers tags with manifests it
 	// no longer holds (pods pinned to them would fail to pull).
@@ -146,6 +153,15 @@ type Resolve struct {
 	// Off by default: otherwise a pod author chooses which in-cluster address pullgate calls.
 	AllowPrivateUnlisted bool `json:"allowPrivateUnlisted,omitempty"`
 }
+
+// DigestMismatch says which digest to pin when a mirror's differs from its upstream's.
+type DigestMismatch string
+
+// Digest mismatch handling.
+const (
+	PinMirrorDigest   DigestMismatch = "Mirror"
+	PinUpstreamDigest DigestMismatch = "Upstream"
+)
 
 // Exclude lists what pullgate never touches.
 type Exclude struct {

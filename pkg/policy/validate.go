@@ -257,6 +257,9 @@ func validateResolve(fld *field.Path, r *Resolve) field.ErrorList {
 	if r.OnError != OnErrorKeep && r.OnError != OnErrorDeny {
 		errs = append(errs, field.NotSupported(fld.Child("onError"), r.OnError, []OnError{OnErrorKeep, OnErrorDeny}))
 	}
+	if m := r.DigestMismatch; m != "" && m != PinMirrorDigest && m != PinUpstreamDigest {
+		errs = append(errs, field.NotSupported(fld.Child("digestMismatch"), m, []DigestMismatch{PinMirrorDigest, PinUpstreamDigest}))
+	}
 	return errs
 }
 

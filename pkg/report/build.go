@@ -54,6 +54,7 @@ var messages = map[string]string{ //nolint:gosec // G101: messages, not credenti
 	// mutate.PlatformMismatch) in the result's reason.
 	RuleMissingPullSecret: "a pull secret the policy gives the pods does not exist in the namespace",
 	RulePlatformMismatch:  "the pinned digest does not cover every platform the policy requires",
+	RuleDigestMismatch: "the mirror serves another digest for the tag than its upstream (signatures keyed on the upstream's do not verify)",
 }
 
 // Message is the stable message of a rule.
@@ -126,7 +127,7 @@ func namespaceResults(ns NamespaceFindings, ts metav1.Timestamp) ([]openreports.
 			set("becomes", fd.To)
 			set("cause", fd.Cause)
 			set("rule", ns.Rule)
-			if fd.Rule == RuleUnpinnable || fd.Rule == RuleMissingPullSecret || fd.Rule == RulePlatformMismatch {
+			if fd.Rule == RuleUnpinnable || fd.Rule == RuleMissingPullSecret || fd.Rule == RulePlatformMismatch || fd.Rule == RuleDigestMismatch {
 				set("reason", fd.Reason)
 			} else {
 				set("change", fd.Reason)

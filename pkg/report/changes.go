@@ -1,6 +1,7 @@
 package report
 
 import (
+	"github.com/pullgate/pullgate/pkg/contract"
 	"github.com/pullgate/pullgate/pkg/mutate"
 )
 
@@ -21,6 +22,9 @@ func podFindings(ps podScan, r mutate.Result, enforce bool, generation string, c
 		}
 		c.Unpinnable++
 		out = append(out, Finding{Rule: RuleUnpinnable, Result: ResultWarn, Field: u.Field, From: u.Image, Reason: u.Reason})
+	}
+	for _, m := range r.Mismatches {
+		out = append(out, Finding{Rule: RuleDigestMismatch, Result: ResultWarn, Field: m.Field, From: m.Image, Reason: mismatchText(m.DigestMismatch), Cause: m.Cause})
 	}
 	for _, ch := range r.Changes {
 		rule := RulePin
@@ -64,4 +68,14 @@ func driftCause(original, generation string) string {
 		return CausePolicyChanged
 	}
 	return CauseAdmittedUnpinned
+}
+
+// mismatchText is a digest mismatch short enough for a report property: the image and the
+// cause have properties of their own.
+func mismatchText(m contract.DigestMismatch) string {
+	s := "mirror " + m.Mirror + " serves " + m.MirrorDigest + ", upstream " + m.UpstreamDigest
+	if m.Declared {
+		s += "; the policy says the mirror preserves digests"
+	}
+	return s
 }

@@ -26,6 +26,9 @@ const (
 	RuleUnpinnable    = "unpinnable"
 	RuleDrift         = "drift"
 	RuleNotFromMirror = "not-from-mirror"
+	// RuleDigestMismatch: the mirror serves another digest for the tag than its upstream;
+	// the finding's Cause is contract.CauseConversion, CauseTrimmedIndex or CauseDiffers.
+	RuleDigestMismatch = "digest-mismatch"
 )
 
 // Results, as openreports and wgpolicyk8s spell them.
@@ -87,8 +90,8 @@ type Finding struct {
 	Field  string
 	From   string
 	To     string
-	Reason string // unpinnable: why
-	Cause  string // drift, not-from-mirror: see Cause*
+	Reason string // unpinnable, digest-mismatch: why
+	Cause  string // drift, not-from-mirror: see Cause*; digest-mismatch: the likely cause
 	Pods   int
 }
 

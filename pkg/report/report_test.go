@@ -237,3 +237,33 @@ func TestSlim(t *testing.T) {
 		t.Errorf("slim pod %+v", s)
 	}
 }
+
+// A digest mismatch the resolver found is a warning result of its own, naming the likely cause,
+// in any mode, beside the pin it comes with.
+func TestDigestMismatchResult(t *testing.T) {
+	t.Parallel()
+	pol := compile(t)
+	s := Plan(pol, []Namespace{{Name: "enf", Labels: map[string]string{policy.ModeLabel: "enforce"}}}, []*corev1.Pod{newPod("enf", "p", "nginx:1.27")}, Options{})
+	outcomes := answers(s)
+	for k, o := range outcomes {
+		o.Mismatch = &contract.DigestMismatch{Mirror: "mirror.example.com", Upstream: "index.docker.io/library/nginx:1.27", MirrorDigest: o.Digest,
+			UpstreamDigest: "sha256:" + fmt.Sprintf("%064x", 2), Cause: contract.CauseTrimmedIndex}
+		outcomes[k] = o
+	}
+	reports, _ := Reports(s.Finish(outcomes), time.Unix(0, 0))
+	var found int
+	for _, r := range reports[0].Results {
+		if r.Rule != RuleDigestMismatch {
+			continue
+		}
+		found++
+		if r.Result != ResultWarn || r.Properties["cause"] != contract.CauseTrimmedIndex || r.Properties["field"] != "spec.containers[0].image" ||
+			r.Properties["image"] != "nginx:1.27" || r.Properties["reason"] == "" || r.Description != Message(RuleDigestMismatch) {
+			t.Errorf("digest-mismatch result %+v", r)
+		}
+		t.Logf("reason: %s", r.Properties["reason"])
+	}
+	if found != 1 {
+		t.Errorf("%d digest-mismatch results, want 1", found)
+	}
+}

@@ -11,6 +11,8 @@ import (
 type entry struct {
 	digest string // empty for a negative (not found) entry
 	stored time.Time
+	// differs is what comparing digest with the upstream's found, when they differ (fidelity.go).
+	differs *verdict
 }
 
 // cache is a bounded LRU keyed by normalized reference + credential identity. golang-lru's
@@ -38,31 +40,31 @@ const (
 	lookupNegative              // fresh "not found"
 )
 
-func (c *cache) lookup(key string, now time.Time, cfg *config) (lookupResult, string) {
+func (c *cache) lookup(key string, now time.Time, cfg *config) (lookupResult, entry) {
 	e, ok := c.lru.Get(key)
 	if !ok {
-		return lookupMiss, ""
+		return lookupMiss, entry{}
 	}
 	if e.digest == "" {
 		if now.Before(e.stored.Add(cfg.negativeTTL)) {
-			return lookupNegative, ""
+			return lookupNegative, entry{}
 		}
-		return lookupMiss, ""
+		return lookupMiss, entry{}
 	}
 	if now.Before(e.stored.Add(cfg.cacheTTL)) {
-		return lookupHit, e.digest
+		return lookupHit, e
 	}
-	return lookupMiss, ""
+	return lookupMiss, entry{}
 }
 
 // stale returns an expired digest that is still within the stale-if-error window.
-func (c *cache) stale(key string, now time.Time, cfg *config) (string, bool) {
+func (c *cache) stale(key string, now time.Time, cfg *config) (entry, bool) {
 	e, ok := c.lru.Peek(key)
 	if !ok || e.digest == "" {
-		return "", false
+		return entry{}, false
 	}
 	if cfg.maxStale > 0 && now.Before(e.stored.Add(cfg.cacheTTL+cfg.maxStale)) {
-		return e.digest, true
+		return e, true
 	}
-	return "", false
+	return entry{}, false
 }

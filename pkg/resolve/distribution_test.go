@@ -31,7 +31,8 @@ func startPullThrough(t *testing.T, upstream string) string {
 	return startPullThroughWith(t, distributionBinary, upstream)
 }
 
-// startPullThroughWith is startPullThrough with another Distribution binary (v3).
+// startPullThroughWith is startPullThrough with another Distribution binary (v3). An empty
+// upstream starts a plain registry, one that images are pushed to.
 func startPullThroughWith(t *testing.T, binary, upstream string) string {
 	t.Helper()
 	// A free port can be taken between our probe and the registry's bind; try a few.
@@ -66,9 +67,10 @@ storage:
     blobdescriptor: inmemory
 http:
   addr: %s
-proxy:
-  remoteurl: http://%s
-`, filepath.Join(dir, "data"), host, upstream)
+`, filepath.Join(dir, "data"), host)
+	if upstream != "" {
+		config += fmt.Sprintf("proxy:\n  remoteurl: http://%s\n", upstream)
+	}
 	path := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		return "", err

@@ -32,12 +32,16 @@
 // hashed against its digest through one fixed buffer and discarded), on the same transports,
 // sessions and circuit breakers, so that a pull-through mirror holds it before a node asks.
 //
+// With Options.DigestMismatch, a digest a mirror names for a tag is compared, in the background
+// and once per mirror digest, with the upstream's (fidelity.go); a mismatch and its likely cause
+// (conversion to OCI, a trimmed index) ride on the cached answer as contract.Resolution.Mismatch.
+//
 // Resolver implements contract.CachedResolver, the only package of pullgate it imports.
 // Configuration is plain Options, which cmd/webhook builds from the policy; Configure
 // swaps it on reload and keeps the cache.
 //
 // Metrics go to controller-runtime's registry: pullgate_resolve_duration_seconds,
-// pullgate_resolve_cache_total, pullgate_registry_requests_total and
-// pullgate_registry_circuit_open, labelled by configured registry host (others as "other"),
-// never by image.
+// pullgate_resolve_cache_total, pullgate_registry_requests_total,
+// pullgate_registry_circuit_open and pullgate_digest_mismatch_total, labelled by configured
+// registry host (others as "other"), never by image.
 package resolve

@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"net/netip"
 	"time"
+
+	"github.com/pullgate/pullgate/pkg/contract"
 )
 
 // SetSessionClock replaces the real-time clock that expires r's registry sessions, for tests
@@ -26,3 +28,24 @@ func NewForTest(opts Options, check func(netip.AddrPort) string, roots *x509.Cer
 
 // AddressClass is why ip is not a public unicast address, or "" when it is one.
 func AddressClass(ip netip.Addr) string { return addressClass(ip) }
+
+// Compared reports whether the comparison of the mirror's digest for req with the upstream's has
+// ended (and was remembered), for tests that wait on it.
+func Compared(r *Resolver, req contract.ResolveRequest, digest string) bool {
+	r.fidelity.mu.Lock()
+	defer r.fidelity.mu.Unlock()
+	c, ok := r.fidelity.seen.Peek(cacheKey(r.cfg.Load(), req.Ref, "") + "\x00" + digest)
+	return ok && c != nil
+}
+
+// Comparing counts the comparisons with upstreams under way.
+func Comparing(r *Resolver) int {
+	s := &r.fidelity.slots
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.m {
+		n += c
+	}
+	return n
+}

@@ -40,14 +40,12 @@ func (r *Resolver) failover(ctx context.Context, cfg *config, req contract.Resol
 		key := cacheKey(cfg, ref, pod.id)
 		res, outcome, err, ok := r.fromCache(cfg, key, ref)
 		if !ok {
-			var upstream *name.Tag
-			if last {
-				if upstream, err = upstreamOf(cfg, req, ref); err != nil {
-					return contract.Resolution{}, outcomeError, err
-				}
+			var up *name.Tag
+			if up, err = upstreamOf(cfg, req, ref); err != nil {
+				return contract.Resolution{}, outcomeError, err
 			}
 			cctx, cancel := share(ctx, cfg, n-i)
-			res, outcome, err = r.ask(cctx, cfg, key, ref, upstream, pod, false)
+			res, outcome, err = r.ask(cctx, cfg, key, ref, upstream{tag: up, fallback: last && cfg.fallback}, pod, false)
 			cancel()
 		}
 		if err == nil {
@@ -63,9 +61,14 @@ func (r *Resolver) failover(ctx context.Context, cfg *config, req contract.Resol
 		if i < len(skipped) && !staleAllowed(skipped[i]) {
 			continue
 		}
-		if digest, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), pod.id), cfg.now(), cfg); ok {
+		e, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), pod.id), cfg.now(), cfg)
+		if !ok {
+			continue
+		}
+		if res, aerr := e.answer(true); aerr == nil {
 			r.metrics.cache.WithLabelValues("stale").Inc()
-			return contract.Resolution{Digest: digest, Stale: true, Failover: failedOver(i, skipped[:min(i, len(skipped))])}, outcomeStale, nil
+			res.Failover = failedOver(i, skipped[:min(i, len(skipped))])
+			return res, outcomeStale, nil
 		}
 	}
 	err = noneServed(skipped)

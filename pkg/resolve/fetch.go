@@ -26,17 +26,22 @@ const retryDelay = 50 * time.Millisecond
 
 // flight is the shared call behind every concurrent Resolve of one key. It runs under its own
 // deadline, detached from the first caller's cancellation but keeping its values (logger).
-func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds) (any, error) {
+func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name.Tag, up upstream, pod podCreds) (any, error) {
 	begun := time.Now()
 	timeout := cfg.timeout
 	var end []func()
+	var mirrorErr error // the mirror call's, set before end runs
 	if host := ref.Context().RegistryStr(); cfg.background > cfg.timeout && cfg.registries[host].transport != nil && r.slots.take(host, cfg.backgroundLookups) {
 		// A first sight that does not fit the admission budget (a mirror that copies the whole
 		// image before it answers) goes on after its callers leave, so that the next admission
 		// finds the answer in the cache. Bounded per mirror in time and in number.
 		timeout = cfg.background
+		ctx = context.WithValue(ctx, inBackground{}, true)
 		r.pending.Store(key, begun.Add(timeout))
-		end = append(end, func() { r.pending.Delete(key); r.slots.give(host) })
+		end = append(end, func() {
+			r.pending.Delete(key)
+			r.countHeld(ctx, cfg, host, r.slots.give(host, errors.Is(mirrorErr, ErrTimeout)))
+		})
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	end = append(end, cancel)
@@ -49,10 +54,10 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 
 	// A caller that missed the cache just before the previous call for this key stored its
 	// answer starts a new call; it must not ask the registry again.
-	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	switch found, e := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		done()
-		return flightResult{digest: digest}, nil
+		return flightResult{digest: e.digest, differs: e.differs}, nil
 	case lookupNegative:
 		done()
 		return nil, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL)
@@ -64,18 +69,23 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	go func() {
 		defer done()
 		digest, err := r.call(ctx, cfg, ref, pod)
+		mirrorErr = err
 		if err == nil && cfg.verify {
 			if verr := r.verify(ctx, cfg, ref, digest, pod); verr != nil {
 				err = fmt.Errorf("%s names %s for the tag but does not serve it: %w", ref, digest, verr)
 			}
 		}
+		var differs *verdict
 		if err == nil {
-			r.cache.put(key, entry{digest: digest, stored: cfg.now()})
+			differs = r.store(cfg, key, digest)
+			if up.tag != nil {
+				r.compare(ctx, cfg, key, ref, *up.tag, digest, pod)
+			}
 		}
-		mirror <- fetched{digest, err}
+		mirror <- fetched{digest, err, differs}
 	}()
 	var wait <-chan time.Time
-	if upstream != nil {
+	if up.fallback && up.tag != nil {
 		// The mirror gets half the admission budget, so that fallbackToUpstream keeps the
 		// other half: a mirror that copies a big image before it answers must not starve it.
 		t := time.NewTimer(cfg.timeout / 2)
@@ -86,15 +96,15 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 	select {
 	case m := <-mirror:
 		if m.err == nil {
-			return flightResult{digest: m.digest}, nil
+			return flightResult{digest: m.digest, differs: m.differs}, nil
 		}
 		err = m.err
 	case <-wait:
 	}
-	if upstream != nil {
+	if up.fallback && up.tag != nil {
 		// Not under ctx: the mirror's goroutine ends that when the mirror answers.
 		uctx, ucancel := context.WithDeadline(context.WithoutCancel(ctx), begun.Add(cfg.timeout))
-		d, ferr := r.call(uctx, cfg, *upstream, pod)
+		d, ferr := r.call(uctx, cfg, *up.tag, pod)
 		if ferr == nil && !cfg.registries[ref.Context().RegistryStr()].preservesDigests {
 			// Pin only what the node will pull from the mirror: a mirror that does not declare
 			// that it serves the upstream's digests unchanged must serve this one.
@@ -107,7 +117,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 			if err == nil {
 				err = errors.New("no answer within half the budget")
 			}
-			log.V(1).Info("mirror failed, resolved through the upstream", "image", ref.String(), "upstream", upstream.String(), "digest", d, "error", err.Error())
+			log.V(1).Info("mirror failed, resolved through the upstream", "image", ref.String(), "upstream", up.tag.String(), "digest", d, "error", err.Error())
 			// The mirror's own answer, when it comes, replaces this one.
 			r.cache.put(key, entry{digest: d, stored: cfg.now()})
 			return flightResult{digest: d, fallback: true}, nil
@@ -116,7 +126,7 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 			// The mirror is still at it: its answer (or the background deadline) decides.
 			m := <-mirror
 			if m.err == nil {
-				return flightResult{digest: m.digest}, nil
+				return flightResult{digest: m.digest, differs: m.differs}, nil
 			}
 			err = m.err
 		}
@@ -132,8 +142,9 @@ func (r *Resolver) flight(ctx context.Context, cfg *config, key string, ref name
 
 // fetched is what one registry lookup found.
 type fetched struct {
-	digest string
-	err    error
+	digest  string
+	err     error
+	differs *verdict
 }
 
 // verify checks that ref's registry serves digest in ref's repository. go-containerregistry
@@ -176,9 +187,10 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		// A repository's first timeout in a row also counts against the host, its next ones
 		// do not: one slow repository adds at most one, while a mirror that hangs for every
 		// repository still opens its host's breaker after that many distinct repositories.
+		// Not while a lookup of ours runs in the background there (see inBackground).
 		first := slow.idle()
 		r.settle(ctx, cfg, slow, host, f)
-		if first {
+		if first && (ctx.Value(inBackground{}) != nil || !r.slots.hold(host)) {
 			r.settle(ctx, cfg, br, host, f)
 		} else {
 			br.release()
@@ -188,6 +200,14 @@ func (r *Resolver) call(ctx context.Context, cfg *config, ref name.Reference, po
 		r.breakers.notClosed.Add(int64(slow.done(cfg.now(), false, cfg.failures, cfg.cooldown)))
 	}
 	return digest, f.err
+}
+
+// countHeld counts n held timeouts for host's breaker (see inBackground).
+func (r *Resolver) countHeld(ctx context.Context, cfg *config, host string, n int) {
+	br := r.breakers.get(host, r.label(host))
+	for range n {
+		r.settle(ctx, cfg, br, host, failure{err: fmt.Errorf("%w: %s timed out behind a lookup that timed out too", ErrTimeout, host), trips: true})
+	}
 }
 
 // settle records the outcome of a call the breaker allowed, which reached the registry.

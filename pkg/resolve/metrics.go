@@ -24,6 +24,7 @@ const (
 	outcomeCanceled     = "canceled"     //
 	outcomeForbidden    = "forbidden"    // ErrForbiddenAddress: refused by policy, nothing sent
 	outcomeError        = "error"        // ErrRegistry
+	outcomeDiverged     = "diverged"     // ErrDiverged: digestMismatch Upstream, the mirror lacks the upstream's digest
 )
 
 type metrics struct {
@@ -32,6 +33,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	circuitOpen *prometheus.GaugeVec
 	firstSight  *prometheus.CounterVec
+	mismatch    *prometheus.CounterVec
 }
 
 var (
@@ -67,7 +69,11 @@ func sharedMetrics() *metrics {
 			Name: "pullgate_resolve_first_sight_misses_total",
 			Help: "Resolutions whose caller's deadline passed with nothing in the cache to serve, by registry host: the image was admitted unpinned (a background lookup may still fill the cache).",
 		}, []string{"registry"})
-		crmetrics.Registry.MustRegister(m.duration, m.cache, m.requests, m.circuitOpen, m.firstSight)
+		m.mismatch = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pullgate_digest_mismatch_total",
+			Help: "Tags whose digest on a mirror differs from the upstream's, by mirror host and likely cause (conversion, trimmed-index, differs); each mirror digest counts once.",
+		}, []string{"mirror", "cause"})
+		crmetrics.Registry.MustRegister(m.duration, m.cache, m.requests, m.circuitOpen, m.firstSight, m.mismatch)
 		metricsAll = m
 	})
 	return metricsAll

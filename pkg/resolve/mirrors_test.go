@@ -40,14 +40,20 @@ func copyFirst(tr *testRegistry, copyTime time.Duration) func(w http.ResponseWri
 			time.AfterFunc(copyTime, func() { close(done) })
 		}
 		mu.Unlock()
-		select {
-		case <-done:
-			return false // copied: the registry answers
-		case <-r.Context().Done():
-			return true
-		case <-tr.done:
-			return true
-		}
+		return waitCopy(tr, r, done)
+	}
+}
+
+// waitCopy holds a manifest request until done is closed, and the registry then answers
+// (false), or until the client or the test gives up (true).
+func waitCopy(tr *testRegistry, r *http.Request, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return false
+	case <-r.Context().Done():
+		return true
+	case <-tr.done:
+		return true
 	}
 }
 

@@ -38,6 +38,9 @@ type Options struct {
 	// VerifyDigest checks that the registry serves the digest it names for a tag before the
 	// answer is used or cached (one more manifest request per resolution).
 	VerifyDigest bool
+	// DigestMismatch, when set, compares in the background the digest a mirror names for a tag
+	// with ResolveRequest.Upstream's, and says which one to pin when they differ (fidelity.go).
+	DigestMismatch MismatchPolicy
 
 	// Registries is keyed by host as name.Registry.RegistryStr() spells it ("index.docker.io"
 	// for docker.io). A listed registry may be at any address, and so may a token realm or
@@ -75,7 +78,9 @@ type Options struct {
 	// BreakerCooldown, one probe succeeds. Timeouts count per repository, with the same
 	// numbers, and each repository's first timeout in a row also counts for the host: a mirror
 	// slow on one repository (copying a big image, waiting on its upstream for one tag) keeps
-	// serving the others, and one that hangs for every repository is still left alone.
+	// serving the others, and one that hangs for every repository is still left alone. While a
+	// background lookup runs on a host, its other timeouts count for the host only if that
+	// lookup times out too (Zot makes every tag wait behind one big copy).
 	BreakerFailures int
 	BreakerCooldown time.Duration
 
@@ -110,6 +115,7 @@ type config struct {
 	size, failures, backgroundLookups                  int
 	background                                         time.Duration
 	fallback, verify, allowPrivate                     bool
+	mismatch                                           MismatchPolicy
 	registries                                         map[string]registry
 	listed                                             map[string]bool // hostKey of every listed host
 	anonymous                                          registry        // for hosts not listed
@@ -145,6 +151,7 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 		backgroundLookups: orDefault(&errs, "backgroundLookups", opts.BackgroundLookups, DefaultBackgroundLookups),
 		fallback:          opts.FallbackToUpstream,
 		verify:            opts.VerifyDigest,
+		mismatch:          opts.DigestMismatch,
 		allowPrivate:      opts.AllowPrivateUnlisted,
 		registries:        make(map[string]registry, len(opts.Registries)),
 		listed:            make(map[string]bool, len(opts.Registries)),
@@ -187,6 +194,9 @@ func (r *Resolver) compile(opts Options) (*config, error) {
 			sessionTag: sessionTag(reg.Insecure, reg.CABundle), authID: authID,
 		}
 		cfg.listed[hostKey(host)] = true
+	}
+	if m := opts.DigestMismatch; m != "" && m != PinMirror && m != PinUpstream {
+		errs = append(errs, fmt.Errorf("digestMismatch: %q is neither %q nor %q", m, PinMirror, PinUpstream))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("resolver options: %w", err)

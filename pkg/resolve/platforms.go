@@ -46,21 +46,8 @@ func (p *Platforms) Platforms(ctx context.Context, ref name.Digest) ([]contract.
 	if out, ok := p.CachedPlatforms(ref); ok {
 		return out, nil
 	}
-	r := p.r
-	cfg := r.cfg.Load()
-	host := ref.Context().RegistryStr()
-	reg := cfg.registry(host)
-	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), podCreds{})
-	if err != nil {
-		return nil, fmt.Errorf("platforms of %s: %w", ref, err)
-	}
-	_, listed := cfg.registries[host]
-	w := &warm{
-		r: r, cfg: cfg, reg: reg, auth: auth, key: sessionKey(reg, ref.Context(), identity), listed: listed,
-		repo: ref.Context(), br: r.breakers.get(host, r.label(host)),
-	}
 	var out []contract.Platform
-	err = w.do(ctx, ref, func(rt http.RoundTripper) error {
+	err := p.r.read(ctx, p.r.cfg.Load(), ref, podCreds{}, false, func(rt http.RoundTripper) error {
 		out = nil
 		desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		if err != nil {

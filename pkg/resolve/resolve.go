@@ -40,6 +40,7 @@ type Resolver struct {
 	count      countFunc
 	slots      slots    // lookups per host running past the admission budget
 	pending    sync.Map // cache key -> time.Time: a lookup runs in the background until then
+	fidelity   *fidelity
 }
 
 // New returns a Resolver with an empty cache.
@@ -50,7 +51,7 @@ func New(opts Options) (*Resolver, error) {
 // newResolver is New with the address check of guarded connections and the roots that stand in
 // for the system's (nil: the system's), which tests replace.
 func newResolver(opts Options, check addressCheck, roots *x509.CertPool) (*Resolver, error) {
-	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions()}
+	r := &Resolver{metrics: sharedMetrics(), sessions: newSessions(), fidelity: newFidelity()}
 	r.transports.check, r.transports.proxy, r.transports.roots = check, http.ProxyFromEnvironment, roots
 	r.count = requestCounter(r.metrics.requests, r.label) //nolint:bodyclose // a hook that reads status codes; it owns no body
 	cfg, err := r.compile(opts)
@@ -160,10 +161,17 @@ func (r *Resolver) Stale(req contract.ResolveRequest) (contract.Resolution, bool
 		return contract.Resolution{}, false
 	}
 	for _, i := range r.preferred(cfg, req) {
-		if digest, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), ""), cfg.now(), cfg); ok {
-			r.metrics.cache.WithLabelValues("stale").Inc()
-			return contract.Resolution{Digest: digest, Stale: true, Failover: failedOver(i, nil)}, true
+		e, ok := r.cache.stale(cacheKey(cfg, req.Candidate(i), ""), cfg.now(), cfg)
+		if !ok {
+			continue
 		}
+		res, err := e.answer(true)
+		if err != nil {
+			continue
+		}
+		r.metrics.cache.WithLabelValues("stale").Inc()
+		res.Failover = failedOver(i, nil)
+		return res, true
 	}
 	return contract.Resolution{}, false
 }
@@ -177,10 +185,14 @@ func cacheKey(cfg *config, ref name.Tag, podID string) string {
 
 // fromCache returns the cache's answer for key, ref's, if it has one, and counts it.
 func (r *Resolver) fromCache(cfg *config, key string, ref name.Tag) (contract.Resolution, string, error, bool) { //nolint:revive // error-return: the flag says whether there is an answer at all
-	switch found, digest := r.cache.lookup(key, cfg.now(), cfg); found {
+	switch found, e := r.cache.lookup(key, cfg.now(), cfg); found {
 	case lookupHit:
 		r.metrics.cache.WithLabelValues("hit").Inc()
-		return contract.Resolution{Digest: digest}, outcomeHit, nil, true
+		res, err := e.answer(false)
+		if err != nil {
+			return res, outcomeDiverged, err, true
+		}
+		return res, outcomeHit, nil, true
 	case lookupNegative:
 		r.metrics.cache.WithLabelValues("negative").Inc()
 		return contract.Resolution{}, outcomeNotFound, fmt.Errorf("resolve %s: %w (answer cached for %s)", ref, ErrNotFound, cfg.negativeTTL), true
@@ -191,6 +203,15 @@ func (r *Resolver) fromCache(cfg *config, key string, ref name.Tag) (contract.Re
 // flightResult is what the shared call hands its callers.
 type flightResult struct {
 	digest   string
+	fallback bool
+	differs  *verdict // the mirror's digest differs from the upstream's (fidelity.go)
+}
+
+// upstream is where a mirror's image comes from, when the options let pullgate ask it.
+type upstream struct {
+	tag *name.Tag // nil: not to be asked
+	// fallback: asked when the mirror fails (fallbackToUpstream, and only after a request's last
+	// mirror); otherwise only compared with the mirror's digest.
 	fallback bool
 }
 
@@ -209,11 +230,11 @@ func (r *Resolver) resolve(ctx context.Context, cfg *config, req contract.Resolv
 	if res, outcome, err, ok := r.fromCache(cfg, key, req.Ref); ok {
 		return res, outcome, err
 	}
-	upstream, err := upstreamOf(cfg, req, req.Ref)
+	up, err := upstreamOf(cfg, req, req.Ref)
 	if err != nil {
 		return contract.Resolution{}, outcomeError, err
 	}
-	return r.ask(ctx, cfg, key, req.Ref, upstream, pod, true)
+	return r.ask(ctx, cfg, key, req.Ref, upstream{tag: up, fallback: cfg.fallback}, pod, true)
 }
 
 // podCreds reads the pod's pull secrets, when the request carries them and the options allow.
@@ -229,10 +250,10 @@ func (r *Resolver) podCreds(ctx context.Context, cfg *config, req contract.Resol
 	return pod, nil
 }
 
-// upstreamOf is the upstream to fall back to when ref's mirror fails, nil when the options or
-// the request allow none.
+// upstreamOf is the upstream to fall back to when ref's mirror fails, or to compare its digest
+// with (fidelity.go), nil when the options or the request allow neither.
 func upstreamOf(cfg *config, req contract.ResolveRequest, ref name.Tag) (*name.Tag, error) {
-	if !cfg.fallback || req.Upstream.RepositoryStr() == "" || req.Upstream.Name() == ref.Name() {
+	if (!cfg.fallback && cfg.mismatch == "") || req.Upstream.RepositoryStr() == "" || req.Upstream.Name() == ref.Name() {
 		return nil, nil
 	}
 	up, err := cfg.tag(req.Upstream)
@@ -245,7 +266,7 @@ func upstreamOf(cfg *config, req contract.ResolveRequest, ref name.Tag) (*name.T
 // ask asks the registry for ref's digest on a cache miss, through the flight shared by every
 // caller of key. With stale, a registry failure is answered from an expired entry when
 // MaxStale allows.
-func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Tag, upstream *name.Tag, pod podCreds, stale bool) (contract.Resolution, string, error) {
+func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Tag, up upstream, pod podCreds, stale bool) (contract.Resolution, string, error) {
 	fail := func(err error) (contract.Resolution, string, error) {
 		if stale {
 			return r.orStale(ctx, cfg, key, ref, err)
@@ -262,7 +283,7 @@ func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Ta
 		return fail(callerError(ctx, ref))
 	}
 	ch := r.flights.DoChan(key, func() (any, error) {
-		return r.flight(ctx, cfg, key, ref, upstream, pod)
+		return r.flight(ctx, cfg, key, ref, up, pod)
 	})
 	select {
 	case res := <-ch:
@@ -273,7 +294,11 @@ func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Ta
 		if fr.fallback {
 			return contract.Resolution{Digest: fr.digest}, outcomeFallback, nil
 		}
-		return contract.Resolution{Digest: fr.digest}, outcomeResolved, nil
+		out, err := entry{digest: fr.digest, differs: fr.differs}.answer(false)
+		if err != nil {
+			return out, outcomeDiverged, err
+		}
+		return out, outcomeResolved, nil
 	case <-ctx.Done():
 		// The shared call goes on for the other callers and fills the cache.
 		res, outcome, err := fail(callerError(ctx, ref))
@@ -293,10 +318,12 @@ func (r *Resolver) ask(ctx context.Context, cfg *config, key string, ref name.Ta
 // that are not failures (not found, unauthorized) and callers that gave up get the error.
 func (r *Resolver) orStale(ctx context.Context, cfg *config, key string, ref name.Tag, err error) (contract.Resolution, string, error) {
 	if errors.Is(err, ErrTimeout) || errors.Is(err, ErrRegistry) || errors.Is(err, ErrCircuitOpen) {
-		if digest, ok := r.cache.stale(key, cfg.now(), cfg); ok {
-			r.metrics.cache.WithLabelValues("stale").Inc()
-			logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", digest, "error", err.Error())
-			return contract.Resolution{Digest: digest, Stale: true}, outcomeStale, nil
+		if e, ok := r.cache.stale(key, cfg.now(), cfg); ok {
+			if res, aerr := e.answer(true); aerr == nil {
+				r.metrics.cache.WithLabelValues("stale").Inc()
+				logr.FromContextOrDiscard(ctx).V(1).Info("registry failed, serving the last digest", "image", ref.String(), "digest", res.Digest, "error", err.Error())
+				return res, outcomeStale, nil
+			}
 		}
 	}
 	return contract.Resolution{}, outcomeOf(err), err
@@ -316,6 +343,8 @@ func outcomeOf(err error) string {
 		return outcomeCanceled
 	case errors.Is(err, ErrForbiddenAddress):
 		return outcomeForbidden
+	case errors.Is(err, ErrDiverged):
+		return outcomeDiverged
 	default:
 		return outcomeError
 	}

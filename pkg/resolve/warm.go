@@ -119,6 +119,9 @@ type warm struct {
 	repo   name.Repository
 	br     *breaker
 	req    contract.WarmRequest
+	// advisory: the outcome leaves the breaker as it was (an open one still refuses), for
+	// background reads that no admission waits on (fidelity.go).
+	advisory bool
 
 	manifestCount, blobCount atomic.Int64
 	bytes                    atomic.Int64
@@ -335,7 +338,7 @@ func (w *warm) do(ctx context.Context, ref name.Reference, step func(http.RoundT
 	if err != nil {
 		f = classify(ctx, ref, w.listed, redact(err, w.auth))
 	}
-	if f.unsent {
+	if f.unsent || w.advisory {
 		w.br.release()
 	} else {
 		r.settle(ctx, cfg, w.br, ref.Context().RegistryStr(), f)
