@@ -54,7 +54,7 @@ var messages = map[string]string{ //nolint:gosec // G101: messages, not credenti
 	// mutate.PlatformMismatch) in the result's reason.
 	RuleMissingPullSecret: "a pull secret the policy gives the pods does not exist in the namespace",
 	RulePlatformMismatch:  "the pinned digest does not cover every platform the policy requires",
-	RuleDigestMismatch: "the mirror serves another digest for the tag than its upstream (signatures keyed on the upstream's do not verify)",
+	RuleDigestMismatch:    "the mirror serves another digest for the tag than its upstream (signatures keyed on the upstream's do not verify)",
 }
 
 // Message is the stable message of a rule.
