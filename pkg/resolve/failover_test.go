@@ -199,3 +199,23 @@ func skipped(r contract.Resolution) []error {
 	}
 	return r.Failover.Skipped
 }
+
+// A request with alternates has its digest compared with the upstream's too, not only the last
+// candidate (the only one that may fall back to the upstream): the first mirror converts, and
+// the next admission says so.
+func TestFailoverComparesEveryCandidate(t *testing.T) {
+	t.Parallel()
+	mirror, upstream, req, want := convertedMirror(t)
+	second := newRegistry(t)
+	req.Alternates = []name.Tag{second.ref(t, "app:v1")}
+	r := newResolver(t, newClock(), resolve.Options{DigestMismatch: resolve.PinMirror}, mirror, second, upstream)
+	first, err := r.Resolve(context.Background(), req)
+	if err != nil || first.Served() != 0 {
+		t.Fatalf("first resolution: %+v, %v; want the first mirror's digest", first, err)
+	}
+	waitCompared(t, r, req, first.Digest)
+	o, ok := r.Cached(req)
+	if !ok || o.Mismatch == nil || o.Mismatch.Cause != contract.CauseConversion || o.Mismatch.UpstreamDigest != want {
+		t.Fatalf("next admission: %+v; want a conversion mismatch against the upstream's %s", o, want)
+	}
+}
