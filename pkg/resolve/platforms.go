@@ -60,7 +60,7 @@ func (p *Platforms) Platforms(ctx context.Context, ref name.Digest) ([]contract.
 		repo: ref.Context(), br: r.breakers.get(host, r.label(host)),
 	}
 	var out []contract.Platform
-	err = w.do(ctx, ref, func(rt http.RoundTripper) error {
+	err = w.do(ctx, ref, func(ctx context.Context, rt http.RoundTripper) error {
 		out = nil
 		desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		if err != nil {
