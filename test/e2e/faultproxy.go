@@ -155,6 +155,8 @@ func StartFaultProxyWith(t testing.TB, target string, o FaultProxyOptions) *Faul
 	proxy := func(body func(*http.Response) io.ReadCloser) *httputil.ReverseProxy {
 		rp := httputil.NewSingleHostReverseProxy(u)
 		rp.Transport = tr
+		// A client that leaves mid-request (a warm's sibling reads cancelled) is no news.
+		rp.ErrorLog = log.New(io.Discard, "", 0)
 		if body != nil {
 			// Each write goes out at once: a stalled body has sent what it sent.
 			rp.FlushInterval = -1
