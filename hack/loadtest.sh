@@ -4,7 +4,8 @@
 #
 # Builds bin/webhook when it is missing (`make loadtest` has just built it). Arguments go to the
 # load program: `hack/loadtest.sh -smoke` (about a second per scenario, for CI),
-# `hack/loadtest.sh -duration 30s -concurrency 32`, `hack/loadtest.sh -h` for the flags.
+# `hack/loadtest.sh -duration 30s -concurrency 32`, `hack/loadtest.sh -only warm -warming`
+# (admission while a large image is warmed on the same machine), `hack/loadtest.sh -h` for the flags.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -215,7 +215,7 @@ func attestations(idx *v1.IndexManifest) int {
 // describe HEADs ref's manifest, advisory.
 func (r *Resolver) describe(ctx context.Context, cfg *config, ref name.Reference, pod podCreds) (*v1.Descriptor, error) {
 	var desc *v1.Descriptor
-	err := r.read(ctx, cfg, ref, pod, true, func(rt http.RoundTripper) error {
+	err := r.read(ctx, cfg, ref, pod, true, func(ctx context.Context, rt http.RoundTripper) error {
 		var err error
 		desc, err = remote.Head(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		return err
@@ -229,7 +229,7 @@ func (r *Resolver) describe(ctx context.Context, cfg *config, ref name.Reference
 // index GETs an index by digest, advisory; remote checks that the bytes are the digest's.
 func (r *Resolver) index(ctx context.Context, cfg *config, ref name.Digest, pod podCreds) (*v1.IndexManifest, error) {
 	var idx *v1.IndexManifest
-	err := r.read(ctx, cfg, ref, pod, true, func(rt http.RoundTripper) error {
+	err := r.read(ctx, cfg, ref, pod, true, func(ctx context.Context, rt http.RoundTripper) error {
 		desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		if err != nil {
 			return err
@@ -248,7 +248,7 @@ func (r *Resolver) index(ctx context.Context, cfg *config, ref name.Digest, pod 
 // open breaker but does not move it: a comparison that times out behind a mirror's big copy
 // (Zot serializes syncs) or waits on a sync it started (a HEAD by a digest Zot lacks) must not
 // take the mirror out of pinning.
-func (r *Resolver) read(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, advisory bool, step func(http.RoundTripper) error) error {
+func (r *Resolver) read(ctx context.Context, cfg *config, ref name.Reference, pod podCreds, advisory bool, step func(context.Context, http.RoundTripper) error) error {
 	host := ref.Context().RegistryStr()
 	reg := cfg.registry(host)
 	auth, identity, err := cfg.auth(ctx, reg, ref.Context(), pod)

@@ -47,7 +47,7 @@ func (p *Platforms) Platforms(ctx context.Context, ref name.Digest) ([]contract.
 		return out, nil
 	}
 	var out []contract.Platform
-	err := p.r.read(ctx, p.r.cfg.Load(), ref, podCreds{}, false, func(rt http.RoundTripper) error {
+	err := p.r.read(ctx, p.r.cfg.Load(), ref, podCreds{}, false, func(ctx context.Context, rt http.RoundTripper) error {
 		out = nil
 		desc, err := remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		if err != nil {

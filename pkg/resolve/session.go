@@ -116,7 +116,7 @@ func (r *Resolver) handshake(ctx context.Context, reg registry, auth authn.Authe
 	if !reg.insecure {
 		scheme, rt = "https", &httpsOnly{host: host, inner: rt}
 	}
-	rt = transport.NewUserAgent(rt, "")
+	rt = transport.NewUserAgent(retryAfterNoter{inner: rt}, "")
 
 	ckey := challengeKey(reg, repo.Registry)
 	ch, ok := r.sessions.challenges.get(ckey)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -200,7 +199,7 @@ func wanted(p *v1.Platform, platforms []contract.Platform) bool {
 // manifest GETs one manifest by digest; remote checks that the bytes are the digest's.
 func (w *warm) manifest(ctx context.Context, ref name.Digest) (*remote.Descriptor, error) {
 	var desc *remote.Descriptor
-	err := w.do(ctx, ref, func(rt http.RoundTripper) error {
+	err := w.do(ctx, ref, func(ctx context.Context, rt http.RoundTripper) error {
 		var err error
 		desc, err = remote.Get(ref, remote.WithContext(ctx), remote.WithTransport(rt))
 		return err
@@ -216,7 +215,7 @@ func (w *warm) manifest(ctx context.Context, ref name.Digest) (*remote.Descripto
 func (w *warm) blob(ctx context.Context, b v1.Descriptor) (bool, error) {
 	ref := w.repo.Digest(b.Digest.String())
 	present := true
-	err := w.do(ctx, ref, func(rt http.RoundTripper) error {
+	err := w.do(ctx, ref, func(ctx context.Context, rt http.RoundTripper) error {
 		method := http.MethodGet
 		if w.req.CheckOnly {
 			method = http.MethodHead
@@ -231,7 +230,7 @@ func (w *warm) blob(ctx context.Context, b v1.Descriptor) (bool, error) {
 			present = false
 			return nil
 		case resp.StatusCode != http.StatusOK:
-			return withRetryAfter(transport.CheckError(resp, http.StatusOK), resp)
+			return transport.CheckError(resp, http.StatusOK)
 		case w.req.CheckOnly:
 			return nil
 		}
@@ -304,9 +303,12 @@ func (w *warm) read(body io.Reader, b v1.Descriptor) error {
 }
 
 // do runs one registry step under the breaker on the session for the warm's key. A reused
-// session the registry refuses gets one fresh handshake, as Resolver.authenticated does.
-func (w *warm) do(ctx context.Context, ref name.Reference, step func(http.RoundTripper) error) error {
+// session the registry refuses gets one fresh handshake, as Resolver.authenticated does. The
+// step's requests, the handshake's included, note a Retry-After in ctx for the failure.
+func (w *warm) do(ctx context.Context, ref name.Reference, step func(context.Context, http.RoundTripper) error) error {
 	r, cfg := w.r, w.cfg
+	note := &waitNote{}
+	ctx = context.WithValue(ctx, waitNoteKey{}, note)
 	if ok, until := w.br.allow(cfg.now()); !ok {
 		return &contract.WarmFailure{Outcome: contract.WarmCircuitOpen, Retry: true, RetryAfter: until.Sub(cfg.now()),
 			Err: fmt.Errorf("warm %s: %w: %s is left alone until %s", ref, ErrCircuitOpen, ref.Context().RegistryStr(), until.UTC().Format(time.RFC3339))}
@@ -319,7 +321,7 @@ func (w *warm) do(ctx context.Context, ref name.Reference, step func(http.RoundT
 				break
 			}
 		}
-		if err = step(rt); err == nil || sessionHolds(err) || errors.Is(err, ErrDigestMismatch) {
+		if err = step(ctx, rt); err == nil || sessionHolds(err) || errors.Is(err, ErrDigestMismatch) {
 			break
 		}
 		r.sessions.forget(w.key, rt, w.reg, ref.Context())
@@ -345,6 +347,9 @@ func (w *warm) do(ctx context.Context, ref name.Reference, step func(http.RoundT
 	}
 	if err == nil {
 		return nil
+	}
+	if d, ok := note.get(); ok {
+		err = &retryAfter{err: err, after: d}
 	}
 	return warmFailure(f.err, err)
 }
@@ -385,28 +390,4 @@ func warmFailure(err, raw error) *contract.WarmFailure {
 		f.Outcome = contract.WarmError
 	}
 	return f
-}
-
-// retryAfter carries a registry's Retry-After beside its error.
-type retryAfter struct {
-	err   error
-	after time.Duration
-}
-
-func (r *retryAfter) Error() string { return r.err.Error() }
-func (r *retryAfter) Unwrap() error { return r.err }
-
-// withRetryAfter attaches resp's Retry-After (seconds or an HTTP date) to err.
-func withRetryAfter(err error, resp *http.Response) error {
-	v := resp.Header.Get("Retry-After")
-	if v == "" {
-		return err
-	}
-	if s, perr := strconv.Atoi(v); perr == nil && s >= 0 {
-		return &retryAfter{err: err, after: time.Duration(s) * time.Second}
-	}
-	if t, perr := http.ParseTime(v); perr == nil {
-		return &retryAfter{err: err, after: max(0, time.Until(t))}
-	}
-	return err
 }

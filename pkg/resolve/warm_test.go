@@ -182,6 +182,26 @@ func TestWarmFaults(t *testing.T) {
 			w.Header().Set("Retry-After", "7")
 			w.WriteHeader(http.StatusTooManyRequests)
 		}), outcome: contract.WarmRateLimited, retry: true, retryAfter: 7 * time.Second},
+		// Registries rate-limit manifests (Docker Hub counts pulls there) and, behind a proxy
+		// over its quota, every request including the handshake's GET /v2/: the wait they ask
+		// for is kept from either.
+		{name: "429 on the manifest", fault: func(*testRegistry) func(http.ResponseWriter, *http.Request) bool {
+			return func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/manifests/") {
+					return false
+				}
+				w.Header().Set("Retry-After", "45")
+				w.WriteHeader(http.StatusTooManyRequests)
+				return true
+			}
+		}, outcome: contract.WarmRateLimited, retry: true, retryAfter: 45 * time.Second},
+		{name: "429 on every request", fault: func(*testRegistry) func(http.ResponseWriter, *http.Request) bool {
+			return func(w http.ResponseWriter, _ *http.Request) bool {
+				w.Header().Set("Retry-After", "45")
+				w.WriteHeader(http.StatusTooManyRequests)
+				return true
+			}
+		}, outcome: contract.WarmRateLimited, retry: true, retryAfter: 45 * time.Second},
 		{name: "upstream gone (502)", fault: blobFault(func(w http.ResponseWriter, _ *http.Request) {
 			w.WriteHeader(http.StatusBadGateway)
 		}), outcome: contract.WarmServerError, retry: true},

@@ -8,6 +8,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 
 	"github.com/pullgate/pullgate/pkg/contract"
@@ -284,4 +289,52 @@ func observations(t *testing.T, h prometheus.Metric) uint64 {
 		t.Fatal(err)
 	}
 	return m.GetHistogram().GetSampleCount()
+}
+
+// Every try files an Event of its own through a real events broadcaster: the API's Event series
+// keep the first note of Events alike in type, reason and action, and a user must read the last
+// try's outcome, not only the first's "trying again".
+func TestQueueEventPerTry(t *testing.T) {
+	t.Parallel()
+	host := "mirror-series.example.com"
+	client := kubefake.NewClientset()
+	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := b.StartRecordingToSinkWithContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Shutdown)
+	f := &fake{fail: func(context.Context, contract.WarmRequest) (contract.WarmResult, error) {
+		return contract.WarmResult{}, &contract.WarmFailure{Outcome: contract.WarmRateLimited, Retry: true, Err: errors.New("429")}
+	}}
+	q := &warm.Queue{Warmer: f, Policy: compile(t, host, "{enabled: true}"), Events: b.NewRecorder(scheme.Scheme, "pullgate-warm"),
+		Settle: time.Millisecond, Attempts: 3, Backoff: 20 * time.Millisecond}
+	q.Add(host+"/library/app:v1@sha256:"+strings.Repeat("b", 64), pod(1))
+	run(t, q)
+	var notes []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(notes) < 3 && time.Now().Before(deadline) {
+		list, err := client.EventsV1().Events("ns").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(list.Items, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+		notes = notes[:0]
+		for _, e := range list.Items {
+			notes = append(notes, e.Note)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the fake API; the broadcaster writes asynchronously
+	}
+	if len(notes) != 3 {
+		t.Fatalf("%d Events in the API after 3 tries, want 3: %q", len(notes), notes)
+	}
+	for i, want := range []string{"(attempt 2 of 3)", "(attempt 3 of 3)"} {
+		if !strings.Contains(notes[i], want) {
+			t.Errorf("Event %q, want it to say %q", notes[i], want)
+		}
+	}
+	if strings.Contains(notes[2], "trying again") || !strings.Contains(notes[2], "(rate_limited)") {
+		t.Errorf("the last try's Event %q, want the outcome and no further try", notes[2])
+	}
 }

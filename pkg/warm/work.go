@@ -91,29 +91,31 @@ func (q *Queue) work(ctx context.Context, it *item, s policy.WarmSettings) {
 	switch {
 	case err == nil && check:
 		log.Info("mirror holds the image", "took", took.String(), "blobs", res.Blobs)
-		q.event(it, corev1.EventTypeNormal, "MirrorChecked", "mirror holds every blob of %s (%d blobs, %s), checked in %s", it.image, res.Blobs, size(res.Bytes), round(took))
+		q.event(it, corev1.EventTypeNormal, "MirrorChecked", actionWarm, "mirror holds every blob of %s (%d blobs, %s), checked in %s", it.image, res.Blobs, size(res.Bytes), round(took))
 		q.finish(it, false, 0)
 	case err == nil:
 		log.Info("mirror warmed", "took", took.String(), "bytes", res.Bytes, "blobs", res.Blobs)
-		q.event(it, corev1.EventTypeNormal, "MirrorWarmed", "mirror warmed %s in %s (%s, %d blobs)", it.image, round(took), size(res.Bytes), res.Blobs)
+		q.event(it, corev1.EventTypeNormal, "MirrorWarmed", actionWarm, "mirror warmed %s in %s (%s, %d blobs)", it.image, round(took), size(res.Bytes), res.Blobs)
 		q.finish(it, false, 0)
 	default:
-		wait, again := q.finish(it, retry, after)
+		wait, again, try := q.finish(it, retry, after)
 		log.Info("mirror warm failed", "outcome", outcome, "retry", again, "in", wait.String(), "error", err.Error())
 		msg := fmt.Sprintf("mirror not warmed with %s (%s): %s", it.image, outcome, err)
 		if outcome == contract.WarmMissing {
 			msg = fmt.Sprintf("mirror does not hold %s: %d of its blobs are missing (%s)", it.image, len(res.Missing), err)
 		}
 		if again {
-			msg += fmt.Sprintf("; trying again in %s (attempt %d of %d)", round(wait), it.attempts+1, or(q.Attempts, DefaultAttempts))
+			msg += fmt.Sprintf("; trying again in %s (attempt %d of %d)", round(wait), try+1, or(q.Attempts, DefaultAttempts))
 		}
-		q.event(it, corev1.EventTypeWarning, "MirrorWarmFailed", "%s", msg)
+		// An action per try: the API keeps one Event, with the first note, for a series of
+		// Events alike in type, reason and action, and the last try's outcome must be read.
+		q.event(it, corev1.EventTypeWarning, "MirrorWarmFailed", fmt.Sprintf("%sTry%d", actionWarm, try), "%s", msg)
 	}
 }
 
 // finish files an item's outcome: queued again after a backoff when retry allows and attempts
-// remain, done otherwise. It returns the wait and whether it was queued again.
-func (q *Queue) finish(it *item, retry bool, after time.Duration) (time.Duration, bool) {
+// remain, done otherwise. It returns the wait, whether it was queued again and which try ended.
+func (q *Queue) finish(it *item, retry bool, after time.Duration) (time.Duration, bool, int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	l := q.lane(it.host)
@@ -122,14 +124,14 @@ func (q *Queue) finish(it *item, retry bool, after time.Duration) (time.Duration
 	it.attempts++
 	if !retry || it.attempts >= or(q.Attempts, DefaultAttempts) {
 		it.state = done
-		return 0, false
+		return 0, false, it.attempts
 	}
 	wait := min(or(q.Backoff, DefaultBackoff)<<(it.attempts-1), maxBackoff)
 	wait = max(wait, after)
 	it.state, it.due = queued, time.Now().Add(wait)
 	l.pending = append(l.pending, it)
 	warmQueued.WithLabelValues(it.host).Inc()
-	return wait, true
+	return wait, true, it.attempts
 }
 
 // watchdog cancels ctx with errStalled when last (unix nanoseconds of the last read) is older
@@ -189,8 +191,11 @@ func (q *Queue) refund(host string, n int64) {
 	l.spent = max(0, l.spent-n)
 }
 
+// actionWarm is the Events' action.
+const actionWarm = "Warm"
+
 // event records on the first pod that asked for the item.
-func (q *Queue) event(it *item, typ, reason, format string, args ...any) {
+func (q *Queue) event(it *item, typ, reason, action, format string, args ...any) {
 	if q.Events == nil {
 		return
 	}
@@ -206,7 +211,7 @@ func (q *Queue) event(it *item, typ, reason, format string, args ...any) {
 		note = note[:maxNote] + "..."
 	}
 	ref := &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID}
-	q.Events.Eventf(ref, nil, typ, reason, "Warm", "%s", note)
+	q.Events.Eventf(ref, nil, typ, reason, action, "%s", note)
 }
 
 func or[T int | time.Duration](v, def T) T {

@@ -5,9 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Sample is one line of the Prometheus text format: a series and its value.
@@ -47,7 +51,40 @@ func (s Sample) matches(match Labels) bool {
 
 // Metrics scrapes the webhook's /metrics.
 func (w *Webhook) Metrics(ctx context.Context) (Metrics, error) {
-	url := "http://" + w.MetricsAddr + "/metrics"
+	return scrape(ctx, "http://"+w.MetricsAddr+"/metrics")
+}
+
+// ControllerMetrics scrapes /metrics of every running controller pod of the release (from the
+// node's network, which reaches pod IPs) and returns their samples together: Sum then adds the
+// replicas, of which only the leader warms and reconciles.
+func (r *Release) ControllerMetrics(ctx context.Context) (Metrics, error) {
+	pods, err := r.env.Client.CoreV1().Pods(r.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/name=pullgate-controller,app.kubernetes.io/instance=" + r.Name,
+	})
+	if err != nil {
+		return nil, err
+	}
+	var all Metrics
+	for _, p := range pods.Items {
+		if p.Status.Phase != corev1.PodRunning || p.Status.PodIP == "" || p.DeletionTimestamp != nil {
+			continue
+		}
+		m, err := scrape(ctx, "http://"+net.JoinHostPort(p.Status.PodIP, controllerMetricsPort)+"/metrics")
+		if err != nil {
+			return nil, fmt.Errorf("controller pod %s: %w", p.Name, err)
+		}
+		all = append(all, m...)
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no running controller pod of release %s in %s", r.Name, r.Namespace)
+	}
+	return all, nil
+}
+
+// controllerMetricsPort is the chart's ports.metrics, which the suite leaves at its default.
+const controllerMetricsPort = "8080"
+
+func scrape(ctx context.Context, url string) (Metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)

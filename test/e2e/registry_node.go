@@ -268,23 +268,29 @@ type RequestCounter struct {
 func (c *RequestCounter) Wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := &countingWriter{ResponseWriter: w}
+		// Deferred: a reverse proxy whose client left mid-body aborts with a panic
+		// (http.ErrAbortHandler), and that request counts too.
+		defer c.count(r, cw)
 		h.ServeHTTP(cw, r)
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.total++
-		switch {
-		case strings.Contains(r.URL.Path, "/manifests/"):
-			c.manifest++
-		case strings.Contains(r.URL.Path, "/blobs/sha256:") && r.Method == http.MethodGet:
-			if c.blobs == nil {
-				c.blobs = map[string]int{}
-			}
-			// Per repository: a registry links blobs per repository, so a blob shared by two
-			// images is fetched once for each.
-			c.blobs[r.URL.Path]++
-		}
-		c.bytes += cw.n
 	})
+}
+
+func (c *RequestCounter) count(r *http.Request, cw *countingWriter) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total++
+	switch {
+	case strings.Contains(r.URL.Path, "/manifests/"):
+		c.manifest++
+	case strings.Contains(r.URL.Path, "/blobs/sha256:") && r.Method == http.MethodGet:
+		if c.blobs == nil {
+			c.blobs = map[string]int{}
+		}
+		// Per repository: a registry links blobs per repository, so a blob shared by two
+		// images is fetched once for each.
+		c.blobs[r.URL.Path]++
+	}
+	c.bytes += cw.n
 }
 
 // RequestCounts is a snapshot of a RequestCounter.

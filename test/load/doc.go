@@ -10,6 +10,10 @@
 // (a new tag every request), burst (many identical new-tag pods at once), a five-container pod
 // against a slow registry, and the memory held with a full digest cache.
 //
+// With -warming, the warm scenario runs while a stand-in controller (this binary again, as a
+// process of its own) warms a large image through a local paced mirror with pullgate's warm
+// reader: the admission figures with warming on, next to a run without.
+//
 // Everything runs on this machine: the load generator, the registry and the webhook share its
 // cores, which the output says. The figures are for comparing rows of one run (pullgate against
 // the floor), not for sizing a cluster.

@@ -24,7 +24,8 @@ type harness struct {
 	mirror *mirror
 	tls    *serving
 	policy string
-	seq    int // numbers log files
+	seq    int      // numbers log files
+	notes  []string // printed under the table
 }
 
 // server is a webhook under test (pullgate or the floor) with its own connection pool.

@@ -22,9 +22,12 @@ func main() {
 	runtime.LockOSThread()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == floorCommand {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == floorCommand:
 		err = runFloor(ctx, os.Args[2:])
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == warmerCommand:
+		err = runWarmer(ctx, os.Args[2:])
+	default:
 		err = run(ctx, os.Args[1:], os.Stdout)
 	}
 	stop()
@@ -53,6 +56,9 @@ type options struct {
 	keep        bool
 	cpuprofile  string
 	only        []string
+	warming     bool
+	warmSize    int64
+	warmMbits   float64
 }
 
 func parse(args []string, out io.Writer) (options, error) {
@@ -76,6 +82,9 @@ func parse(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&o.dir, "dir", "", "work directory for certificates, policy and logs (default: a temporary one)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the webhook during the warm scenario to this file (go tool pprof FILE)")
+	fs.BoolVar(&o.warming, "warming", false, "run the warm scenario (pullgate and the floor alike) while a stand-in controller warms a large image through a local mirror on this machine")
+	fs.Int64Var(&o.warmSize, "warm-size", 1<<30, "bytes of the image -warming reads, over and over")
+	fs.Float64Var(&o.warmMbits, "warm-mbits", 400, "bandwidth of the mirror -warming reads through, Mbit/s")
 	only := fs.String("only", "", "comma-separated scenarios to run: warm (with the floor), cold, burst, slow, memory (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -99,8 +108,8 @@ func parse(args []string, out io.Writer) (options, error) {
 			o.cached = 1000
 		}
 	}
-	if o.concurrency < 1 || o.rounds < 1 || o.burst < 1 || o.burstRounds < 1 || o.warmTags < 1 || o.cached < 1 || o.slowImages < 1 || o.duration <= 0 {
-		return o, errors.New("-concurrency, -rounds, -burst, -burst-rounds, -warm-tags, -cached, -slow-containers and -duration must be positive")
+	if o.concurrency < 1 || o.rounds < 1 || o.burst < 1 || o.burstRounds < 1 || o.warmTags < 1 || o.cached < 1 || o.slowImages < 1 || o.duration <= 0 || o.warmSize < 1 || o.warmMbits <= 0 {
+		return o, errors.New("-concurrency, -rounds, -burst, -burst-rounds, -warm-tags, -cached, -slow-containers, -duration, -warm-size and -warm-mbits must be positive")
 	}
 	return o, nil
 }

@@ -33,6 +33,9 @@ func (h *harness) report(rows map[string]row, order []string) error {
 	if memory, ok := rows["memory"]; ok {
 		_, _ = fmt.Fprintf(h.out, "memory after the %d-tag run: VmRSS %s, VmHWM %s\n", h.o.cached, mib(memory.rss), mib(memory.peak))
 	}
+	for _, n := range h.notes {
+		_, _ = fmt.Fprintln(h.out, n)
+	}
 	_, _ = fmt.Fprintf(h.out, "load average now: %s\n\n", loadAverage())
 	t := tabwriter.NewWriter(h.out, 0, 0, 2, ' ', 0)
 	_, _ = fmt.Fprintln(t, "target\tmeasured\twanted\t")

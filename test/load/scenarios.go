@@ -48,6 +48,18 @@ func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, er
 			return nil, err
 		}
 	}
+	var warming *warmer
+	if h.o.warming {
+		w, err := h.startWarmer(ctx)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("warmer: %w", err)
+		}
+		warming = w
+		for _, r := range []*row{&floor, &floorK, &warm} {
+			r.name += ", warming on"
+		}
+	}
 	before := h.mirror.manifests.Load()
 	// The profile spans the floors' slices too; pullgate is idle then, so what it shows is
 	// pullgate's share of the warm load.
@@ -74,6 +86,11 @@ func (h *harness) warm(ctx context.Context, body func(uint64) []byte) ([]row, er
 	}
 	warm.registry = fmt.Sprintf("%d manifest requests", h.mirror.manifests.Load()-before)
 	errs := []error{<-profiled}
+	if warming != nil {
+		note, err := warming.stop(ctx, h.o)
+		h.notes = append(h.notes, note)
+		errs = append(errs, err)
+	}
 	for _, x := range sides {
 		errs = append(errs, x.s.finish(x.r))
 	}
