@@ -9,13 +9,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -230,89 +228,6 @@ func checkRedirect(insecure bool) func(*http.Request, []*http.Request) error {
 	}
 }
 
-// pickChallenge returns the first basic or bearer challenge among WWW-Authenticate values, else
-// the first challenge, else an empty one (credentials sent as basic), as go-containerregistry's
-// ping does. Insecure lets the challenge name a plain-HTTP token realm.
-func pickChallenge(values []string, insecure bool) *transport.Challenge {
-	var first *transport.Challenge
-	for _, v := range values {
-		scheme, params := parseChallenge(v)
-		if scheme == "" {
-			continue
-		}
-		c := &transport.Challenge{Scheme: scheme, Parameters: params, Insecure: insecure}
-		if scheme == "basic" || scheme == "bearer" {
-			return c
-		}
-		if first == nil {
-			first = c
-		}
-	}
-	if first != nil {
-		return first
-	}
-	return &transport.Challenge{Insecure: insecure}
-}
-
-// parseChallenge reads one WWW-Authenticate value, `Bearer realm="https://auth.example/token",
-// service="registry",scope="repository:app:pull"`: the scheme (lower case) and its parameters
-// (keys lower case, values unquoted). It stops at the first thing that is not a parameter.
-func parseChallenge(v string) (string, map[string]string) {
-	scheme, rest := httpToken(strings.TrimLeft(v, " \t"))
-	if scheme == "" {
-		return "", nil
-	}
-	params := map[string]string{}
-	for {
-		var key, value string
-		key, rest = httpToken(strings.TrimLeft(rest, " \t,"))
-		rest = strings.TrimLeft(rest, " \t")
-		if key == "" || !strings.HasPrefix(rest, "=") {
-			break
-		}
-		var ok bool
-		if value, rest, ok = tokenOrQuoted(strings.TrimLeft(rest[1:], " \t")); !ok {
-			break
-		}
-		params[strings.ToLower(key)] = value
-	}
-	return strings.ToLower(scheme), params
-}
-
-// httpToken splits a leading RFC 9110 token off s.
-func httpToken(s string) (string, string) {
-	i := 0
-	for i < len(s) && isTokenChar(s[i]) {
-		i++
-	}
-	return s[:i], s[i:]
-}
-
-func isTokenChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-// tokenOrQuoted splits a leading token or quoted string (with backslash escapes) off s.
-func tokenOrQuoted(s string) (value, rest string, ok bool) {
-	if !strings.HasPrefix(s, `"`) {
-		value, rest = httpToken(s)
-		return value, rest, value != ""
-	}
-	var b strings.Builder
-	for i := 1; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"':
-			return b.String(), s[i+1:], true
-		case c == '\\' && i+1 < len(s):
-			i++
-			b.WriteByte(s[i])
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return "", "", false // unterminated
-}
-
 // httpsOnly sends requests for a registry that is not configured insecure over HTTPS.
 // go-containerregistry builds registry URLs with name.Registry.Scheme(), which says "http" for
 // loopback, RFC 1918 and .local names even without name.Insecure, and leaves the choice to the
@@ -342,66 +257,4 @@ func sessionTag(insecure bool, bundle []byte) string {
 		scheme = "http"
 	}
 	return scheme + ":" + hex.EncodeToString(sum[:])
-}
-
-// ttlLRU is a bounded LRU whose entries expire. Safe for concurrent use.
-type ttlLRU[V comparable] struct {
-	mu  sync.Mutex
-	lru *simplelru.LRU[string, ttlEntry[V]]
-	// now is real time, not Options.Now: tokens expire in real time. Tests replace it.
-	now func() time.Time
-}
-
-type ttlEntry[V comparable] struct {
-	v       V
-	expires time.Time
-}
-
-func newTTLLRU[V comparable](size int) *ttlLRU[V] {
-	l, err := simplelru.NewLRU[string, ttlEntry[V]](size, nil)
-	if err != nil {
-		panic(err) // only for a size below 1
-	}
-	return &ttlLRU[V]{lru: l, now: time.Now}
-}
-
-func (c *ttlLRU[V]) get(key string) (V, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.lru.Get(key)
-	if ok && c.now().Before(e.expires) {
-		return e.v, true
-	}
-	if ok {
-		c.lru.Remove(key)
-	}
-	var zero V
-	return zero, false
-}
-
-func (c *ttlLRU[V]) put(key string, v V, ttl time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.lru.Add(key, ttlEntry[V]{v: v, expires: c.now().Add(ttl)})
-}
-
-// drop removes v under key, and only v: a concurrent call may already have replaced it.
-func (c *ttlLRU[V]) drop(key string, v V) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.lru.Peek(key); ok && e.v == v {
-		c.lru.Remove(key)
-	}
-}
-
-func (c *ttlLRU[V]) remove(key string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.lru.Remove(key)
-}
-
-func (c *ttlLRU[V]) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.lru.Len()
 }
