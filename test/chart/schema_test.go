@@ -18,18 +18,7 @@ import (
 // it), and it must name no field pkg/policy would reject. apiVersion and kind are the chart's.
 func TestSchemaCoversPolicy(t *testing.T) {
 	t.Parallel()
-	dir, err := Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var schema map[string]any
-	if err := json.Unmarshal(data, &schema); err != nil {
-		t.Fatal(err)
-	}
+	schema := loadSchema(t)
 	pol := dig(t, schema, "properties", "policy")
 	compare(t, "policy", reflect.TypeFor[policy.Policy](), resolver(schema)(pol), map[string]bool{"apiVersion": true, "kind": true}, resolver(schema))
 }
@@ -117,18 +106,7 @@ func dig(t *testing.T, m map[string]any, keys ...string) map[string]any {
 // webhook's policy load).
 func TestSchemaOwnersAgreeWithValidate(t *testing.T) {
 	t.Parallel()
-	dir, err := Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var schema map[string]any
-	if err := json.Unmarshal(data, &schema); err != nil {
-		t.Fatal(err)
-	}
+	schema := loadSchema(t)
 	items := dig(t, schema, "properties", "policy", "properties", "exclude", "properties", "owners", "items")
 	// The pattern is written in the subset that ECMA-262 and RE2 read alike.
 	pattern, err := regexp.Compile(items["pattern"].(string))
@@ -150,4 +128,22 @@ func TestSchemaOwnersAgreeWithValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadSchema reads the chart's values.schema.json.
+func loadSchema(t *testing.T) map[string]any {
+	t.Helper()
+	dir, err := Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(data, &schema); err != nil {
+		t.Fatal(err)
+	}
+	return schema
 }
