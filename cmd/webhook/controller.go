@@ -26,6 +26,7 @@ import (
 
 	"github.com/pullgate/pullgate/pkg/prepull"
 	"github.com/pullgate/pullgate/pkg/resolve"
+	"github.com/pullgate/pullgate/pkg/warm"
 )
 
 type controllerOptions struct {
@@ -42,6 +43,7 @@ type controllerOptions struct {
 	reports         bool
 	reportInterval  time.Duration
 	syncCredentials bool
+	warmBackoff     time.Duration
 }
 
 func parseController(args []string, stdout, stderr io.Writer) (controllerOptions, error) {
@@ -59,6 +61,7 @@ func parseController(args []string, stdout, stderr io.Writer) (controllerOptions
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity")
 	fs.BoolVar(&o.reports, "reports", false, "write openreports.io (else wgpolicyk8s.io) reports of the running pods: changes owed and drift (needs cluster-wide pod and namespace reads)")
 	fs.DurationVar(&o.reportInterval, "report-interval", 5*time.Minute, "how often reports are rescanned; changes to pods and namespaces are scanned within seconds")
+	fs.DurationVar(&o.warmBackoff, "warm-retry-backoff", warm.DefaultBackoff, "pause before a failed warm's first retry, doubled for each next one (a registry's longer Retry-After wins)")
 	fs.BoolVar(&o.syncCredentials, "sync-credentials", false, "copy the policy's syncCredentials into opted-in namespaces (needs list/watch on namespaces and get, create, update, delete on those Secrets; the chart sets it when the policy lists some)")
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return o, err
@@ -68,6 +71,10 @@ func parseController(args []string, stdout, stderr io.Writer) (controllerOptions
 	}
 	if fs.NArg() > 0 {
 		return o, badUsage(fs, stderr, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
+	}
+	if o.warmBackoff < time.Second {
+		// Shorter would retry a failing mirror in a hot loop.
+		return o, badUsage(fs, stderr, fmt.Sprintf("--warm-retry-backoff %s: must be at least 1s", o.warmBackoff))
 	}
 	return o, nil
 }
@@ -161,7 +168,7 @@ func runController(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return err
 	}
-	if err := addWarm(mgr, kube, res, store); err != nil {
+	if err := addWarm(mgr, kube, res, store, o.warmBackoff); err != nil {
 		return err
 	}
 	if o.reports {

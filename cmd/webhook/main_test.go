@@ -202,7 +202,7 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"serve"}, []string{"-policy", "-cert-dir", "-bind-address", "-port int", "(default 9443)", "-metrics-bind-address", `(default ":8080")`, "-health-probe-bind-address", `(default ":8081")`, "-pprof-bind-address", `(default "0")`, "-kubeconfig", "-namespace", "-v int"}},
 		{[]string{"mutate"}, []string{"-policy", "-f string", `(default "-")`, "-namespace", "-namespace-labels", "-v int"}},
 		{[]string{"policy", "check"}, nil},
-		{[]string{"controller"}, []string{"-policy", "-namespace", "-sleeper-image", "-leader-elect", "(default true)", "-owner-deployment", "-metrics-bind-address", "-health-probe-bind-address"}},
+		{[]string{"controller"}, []string{"-policy", "-namespace", "-sleeper-image", "-leader-elect", "(default true)", "-owner-deployment", "-metrics-bind-address", "-health-probe-bind-address", "-warm-retry-backoff duration", "(default 30s)"}},
 		{[]string{"prepull", "render"}, []string{"-policy", "-namespace", "-name-prefix", `(default "pullgate-prepull-")`, "-sleeper-image"}},
 		{[]string{"prepull", "status"}, []string{"-kubeconfig", "-namespace"}},
 		{[]string{"version"}, nil},
@@ -235,6 +235,22 @@ func TestSubcommandHelp(t *testing.T) {
 			}
 			if !strings.Contains(stderr, "flag provided but not defined: -no-such-flag") || !strings.Contains(stderr, "usage: webhook "+name) {
 				t.Errorf("stderr:\n%s", stderr)
+			}
+		})
+	}
+}
+
+// TestControllerRefusesHotRetries: a warm backoff under a second would retry a failing mirror
+// in a loop; it is a usage error, as is a value that is no duration.
+func TestControllerRefusesHotRetries(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"0s", "-5s", "500ms", "soon"} {
+		t.Run(v, func(t *testing.T) {
+			t.Parallel()
+			_, stderr, err := runCmd(t, "", "controller", "--policy", "p.yaml", "--warm-retry-backoff", v)
+			var u usageError
+			if !errors.As(err, &u) || !strings.Contains(stderr, "warm-retry-backoff") {
+				t.Fatalf("err=%v stderr=%q, want a usage error naming the flag", err, stderr)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
@@ -16,14 +17,15 @@ import (
 // digest in the cluster, however many webhook replicas admitted it), and idle until the policy
 // warms a mirror. It reads through res, the resolver the policy configures, so warming uses
 // the mirrors' credentials, CA bundles and circuit breakers.
-func addWarm(mgr manager.Manager, kube kubernetes.Interface, res *resolve.Resolver, store *policyStore) error {
+func addWarm(mgr manager.Manager, kube kubernetes.Interface, res *resolve.Resolver, store *policyStore, backoff time.Duration) error {
 	if err := warm.RegisterMetrics(metrics.Registry); err != nil {
 		return err
 	}
 	w := &warm.Watcher{Client: kube, Queue: &warm.Queue{
-		Warmer: res,
-		Policy: store,
-		Events: mgr.GetEventRecorder("pullgate-warm"),
+		Warmer:  res,
+		Policy:  store,
+		Events:  mgr.GetEventRecorder("pullgate-warm"),
+		Backoff: backoff,
 	}}
 	// A RunnableFunc needs the leader election: it starts once this replica leads.
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

@@ -18,11 +18,16 @@ import (
 
 // warmValues turns mirror warming on in the suite's install. Pods that a node takes at once are
 // left to that node (the queue's settle time), so the other tests' upstream counts stay as they
-// were.
+// were. Failed warms are retried after 2s, 4s, 8s instead of 30s, 60s, 120s, so TestWarmFaults
+// sees every attempt in seconds.
 func warmValues(v map[string]any) map[string]any {
 	v["policy"].(map[string]any)["warm"] = map[string]any{"enabled": true}
+	v["controller"].(map[string]any)["extraArgs"] = []any{"--warm-retry-backoff=" + warmBackoff.String()}
 	return v
 }
+
+// warmBackoff is the suite's pause before a failed warm's first retry.
+const warmBackoff = 2 * time.Second
 
 // TestWarmAutoscaledNode is the autoscaler case: five pods ask for a new digest (admitted by the
 // two webhook replicas) and match no node. The controller warms the mirror at admission; the

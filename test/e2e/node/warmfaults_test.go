@@ -59,14 +59,14 @@ func TestWarmFaults(t *testing.T) {
 	const attempts = warm.DefaultAttempts
 	faults := []*warmFault{
 		{name: "mirror answers 429", mode: e2e.RateLimited, outcome: contract.WarmRateLimited, retried: true,
-			// Longer than the first backoff (30s): the registry's wait wins.
-			event: "trying again in 45s (attempt 2 of 4)"},
+			// Longer than the first backoff (warmBackoff): the registry's wait wins.
+			event: "trying again in 5s (attempt 2 of 4)"},
 		{name: "mirror stalls mid-blob", mode: e2e.StallMidBlob, warm: map[string]any{"stallTimeout": "10s"},
 			outcome: "stalled", retried: true, event: "no byte read for 10s"},
 		{name: "blob bytes do not match the digest", mode: e2e.CorruptBlobs, outcome: contract.WarmDigestMismatch,
 			event: "blob does not match its digest"},
 		{name: "mirror's upstream gone", mode: e2e.Pass, outcome: contract.WarmServerError, retried: true,
-			event: "trying again in 30s (attempt 2 of 4)"},
+			event: "trying again in " + warmBackoff.String() + " (attempt 2 of 4)"},
 	}
 	ns := namespace(t, "warmfaults", "enforce", nil, true)
 	label := "pullgate.dev/e2e-warmfaults"
@@ -129,7 +129,7 @@ func TestWarmFaults(t *testing.T) {
 
 	for _, f := range faults {
 		if f.proxy != nil {
-			f.proxy.SetRetryAfter("45")
+			f.proxy.SetRetryAfter("5")
 			f.proxy.SetMode(f.mode)
 		}
 	}
