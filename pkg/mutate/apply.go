@@ -308,7 +308,7 @@ func (p *Plan) annotations(changes []Change) map[string]string {
 	// reinvocation (another webhook added a container) makes different changes. Naming the key
 	// after its content records both calls instead of losing the second.
 	sum := sha256.Sum256([]byte(summary))
-	a := map[string]string{"mode": strings.ToLower(string(p.Mode)), "changes-" + hex.EncodeToString(sum[:4]): summary}
+	a := map[string]string{"mode": modeText(p.Mode), "changes-" + hex.EncodeToString(sum[:4]): summary}
 	if p.Rule != "" {
 		a["rule"] = p.Rule
 	}
@@ -333,4 +333,16 @@ func clip(s string) string {
 		return s
 	}
 	return s[:maxShownRef] + "..."
+}
+
+// modeText is a mode in lower case, as answers, annotations and metric labels spell it; the
+// policy's two modes without strings.ToLower's allocation on every admission.
+func modeText(m policy.Mode) string {
+	switch m {
+	case policy.ModeEnforce:
+		return "enforce"
+	case policy.ModeAudit:
+		return "audit"
+	}
+	return strings.ToLower(string(m))
 }

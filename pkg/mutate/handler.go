@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -138,7 +137,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 		resp.AuditAnnotations = res.AuditAnnotations
 		return resp
 	}
-	resp := admission.Allowed(strings.ToLower(string(plan.Mode))).WithWarnings(res.Warnings...)
+	resp := admission.Allowed(modeText(plan.Mode)).WithWarnings(res.Warnings...)
 	resp.AuditAnnotations = res.AuditAnnotations
 	if len(res.Patch) > 0 {
 		// Encoded here rather than left to Response.Complete, which marshals by reflection.
@@ -171,7 +170,7 @@ func (h *Handler) record(namespace string, plan *Plan, res Result, dryRun bool) 
 		h.Events.WouldChange(namespace, plan.Pod, res.Changes)
 	}
 	countOverrides(plan.Overrides)
-	mode := strings.ToLower(string(plan.Mode))
+	mode := modeText(plan.Mode)
 	for _, c := range res.Changes {
 		mutationsTotal.WithLabelValues(c.Action, mode).Inc()
 	}
