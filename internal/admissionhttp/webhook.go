@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -102,8 +103,12 @@ func (a *Webhook) write(w http.ResponseWriter, log logr.Logger, review admission
 		resp.UID = review.Response.UID
 		b, _ = json.Marshal(admissionv1.AdmissionReview{Response: &resp.AdmissionResponse})
 	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
-	if _, err := w.Write(append(b, '\n')); err != nil {
+	// Without a length, net/http sends an answer over its 2 KiB buffer chunked: more writes, and
+	// TLS records, for what is one buffer (a pod of many containers, with warnings, passes 2 KiB).
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if _, err := w.Write(b); err != nil {
 		log.Error(err, "Writing the AdmissionReview")
 	}
 }
