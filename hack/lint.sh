@@ -54,8 +54,8 @@ step "golangci-lint $GOLANGCI_VERSION: root module"
 if ! "$tools/golangci-lint" run --allow-parallel-runners ./...; then
 	failed+=("golangci-lint (root)")
 fi
-step "golangci-lint $GOLANGCI_VERSION: test module"
-if ! (cd test && "$tools/golangci-lint" run --allow-parallel-runners --config "$root/.golangci.yml" ./...); then
+step "golangci-lint $GOLANGCI_VERSION: test module (with the e2e suites: -tags e2e)"
+if ! (cd test && "$tools/golangci-lint" run --allow-parallel-runners --build-tags e2e --config "$root/.golangci.yml" ./...); then
 	failed+=("golangci-lint (test)")
 fi
 

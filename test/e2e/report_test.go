@@ -159,7 +159,7 @@ func TestReports(t *testing.T) {
 		err := e2e.Poll(t.Context(), 10*time.Second, func(ctx context.Context) (bool, error) {
 			u, err := dyn.Resource(schema.GroupVersionResource{Group: "openreports.io", Version: "v1alpha1", Resource: "clusterreports"}).Get(ctx, "pullgate", metav1.GetOptions{})
 			if err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not written yet: the poll tries again
 			}
 			raw, _ = json.Marshal(u.Object)
 			return bytes.Contains(raw, []byte(`"name":"`+ns["outage"]+`"`)), nil
@@ -182,7 +182,7 @@ func TestReports(t *testing.T) {
 		err := e2e.Poll(t.Context(), 2*reportInterval+5*time.Second, func(ctx context.Context) (bool, error) {
 			u, err := dyn.Resource(openReports).Namespace(ns["unlabelled"]).Get(ctx, "pullgate", metav1.GetOptions{})
 			if err != nil {
-				return false, nil
+				return false, nil //nolint:nilerr // not written yet: the poll tries again
 			}
 			raw, _ := json.Marshal(u.Object)
 			return bytes.Contains(raw, []byte(`"cause":"not-admitted-by-pullgate"`)), nil

@@ -5,6 +5,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func waitRolled(t *testing.T, want []string, timeout time.Duration) *appsv1.Daem
 		got, err := env.Client.AppsV1().DaemonSets(pg.Namespace).Get(ctx, prepullDS, metav1.GetOptions{})
 		if err != nil {
 			last = err.Error()
-			return false, nil
+			return false, nil //nolint:nilerr // not there yet: the poll tries again and reports last
 		}
 		ds = got
 		var imgs []string
@@ -152,7 +153,7 @@ func TestPrepull(t *testing.T) {
 	}
 	movedAt := time.Now()
 	stopWatch := watchAvailable(t)
-	ds = waitRolled(t, pinned(moved), prepullTTL+2*time.Minute)
+	waitRolled(t, pinned(moved), prepullTTL+2*time.Minute)
 	if dips := stopWatch(); dips > 0 {
 		t.Errorf("during the re-pin rollout, %d observation(s) found no ready pre-pull pod on the node: the old image was not kept until the new one was there", dips)
 	}
@@ -195,7 +196,7 @@ func checkPrepullPod(t *testing.T, want []string) {
 func containerdGets(log []e2e.MirrorAccess) int {
 	n := 0
 	for _, a := range log {
-		if a.Method == "GET" && a.Status == 200 && strings.HasPrefix(a.UserAgent, "containerd/") {
+		if a.Method == http.MethodGet && a.Status == http.StatusOK && strings.HasPrefix(a.UserAgent, "containerd/") {
 			n++
 		}
 	}

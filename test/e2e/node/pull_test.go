@@ -4,6 +4,7 @@ package node_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -122,7 +123,7 @@ func TestPodPullsFromMirror(t *testing.T) {
 		}
 		fromNode := 0
 		for _, a := range pulls {
-			if a.Method == "GET" && a.Status == 200 && strings.HasPrefix(a.UserAgent, "containerd/") {
+			if a.Method == http.MethodGet && a.Status == http.StatusOK && strings.HasPrefix(a.UserAgent, "containerd/") {
 				fromNode++
 			}
 		}
