@@ -97,6 +97,17 @@ func run(t *testing.T, q *warm.Queue) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
+// settled waits until the queue has nothing left to do: every digest warmed, given up on or
+// let go. Only then does a count of tries say there will be no more.
+func settled(t *testing.T, q *warm.Queue) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); warm.Pending(q) > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d digests still pending after 10s", warm.Pending(q))
+		}
+	}
+}
+
 func waitEvent(t *testing.T, rec *events.FakeRecorder, within time.Duration) string {
 	t.Helper()
 	select {
@@ -219,7 +230,7 @@ func TestQueueFaults(t *testing.T) {
 			if strings.Contains(last, "trying again") {
 				t.Errorf("the last Event promises another try: %q", last)
 			}
-			time.Sleep(200 * time.Millisecond)
+			settled(t, q)
 			if n := f.calls.Load(); n != tt.calls {
 				t.Errorf("%d tries, want %d", n, tt.calls)
 			}
@@ -248,7 +259,7 @@ func TestQueueSkips(t *testing.T) {
 	q.Add(other, pod(2))
 	q.Add(tagged, pod(3))
 	run(t, q)
-	time.Sleep(300 * time.Millisecond)
+	settled(t, q) // the bound pod's digest is let go, the running one's was never warmed
 	if n := f.calls.Load(); n != 0 {
 		t.Errorf("%d warms, want none", n)
 	}
@@ -263,8 +274,11 @@ func TestQueueDisabled(t *testing.T) {
 	}}
 	q := &warm.Queue{Warmer: f, Policy: compile(t, host, "{}"), Settle: time.Millisecond}
 	q.Add(host+"/library/a@sha256:"+strings.Repeat("a", 64), pod(1))
+	if n := warm.Pending(q); n != 0 {
+		t.Fatalf("%d digests queued with warming off", n)
+	}
 	run(t, q)
-	time.Sleep(100 * time.Millisecond)
+	settled(t, q)
 	if n := f.calls.Load(); n != 0 {
 		t.Errorf("%d warms with warming off", n)
 	}
