@@ -537,3 +537,28 @@ func TestBodyBuffersAreNotAliased(t *testing.T) {
 		t.Errorf("the first request changed after its buffer was reused:\n%+v\nwant %+v", first, want)
 	}
 }
+
+// TestAnswerLength: an answer longer than net/http's 2 KiB buffer (a pod of many containers)
+// goes out with its length, in one piece, not chunked.
+func TestAnswerLength(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(&Webhook{Handler: testHandler(t), Log: logr.Discard()})
+	t.Cleanup(srv.Close)
+	containers := make([]string, 30)
+	for i := range containers {
+		containers[i] = fmt.Sprintf(`{"name":"c%d","image":"nginx:1.%d"}`, i, i)
+	}
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[` + strings.Join(containers, ",") + `]}}`
+	resp, err := http.Post(srv.URL+mutatePath, "application/json", bytes.NewReader(reviewOf("CREATE", "apps", pod, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) <= 2048 || resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
+		t.Errorf("%d bytes answered with Content-Length %d and Transfer-Encoding %v; want over 2 KiB, its length, not chunked", len(body), resp.ContentLength, resp.TransferEncoding)
+	}
+}
